@@ -1,0 +1,18 @@
+"""csrv2: ultra-sparse embeddings with CSR / CSRv2 sparse heads."""
+
+from csrv2.config import Config, ConfigError
+from csrv2.head import HeadOutput, SparseCodes, SparseHead
+from csrv2.losses import info_nce, supcon_loss
+from csrv2.schedule import KAnnealing
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "HeadOutput",
+    "KAnnealing",
+    "SparseCodes",
+    "SparseHead",
+    "info_nce",
+    "supcon_loss",
+]
+__version__ = "0.1.0"
