@@ -101,8 +101,9 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    objective: Literal["csrv2", "csr"] = "csrv2"
-    """csrv2: k-annealing + supervised contrastive on class-aware batches. csr: fixed k + self InfoNCE."""
+    objective: Literal["csrv2", "csr", "mrl"] = "csrv2"
+    """csrv2: k-annealing + supervised contrastive on class-aware batches. csr: fixed k + self InfoNCE.
+    mrl: the Matryoshka baseline (a linear head, supervised contrastive on every prefix of dims 2…64)."""
     anneal: bool | None = None
     """Override k-annealing (default: on for csrv2, off for csr)."""
     k_start: int = 64
@@ -209,18 +210,29 @@ class Config:
     def validate(self) -> None:
         h, t = self.head, self.train
         positive = {
-            "head.hidden": h.hidden, "head.k": h.k, "train.batch_size": t.batch_size, "train.lr": t.lr,
-            "train.temperature": t.temperature, "train.log_every": t.log_every,
-            "train.checkpoint_every": t.checkpoint_every, "train.samples_per_class": t.samples_per_class,
-            "backbone.max_length": self.backbone.max_length, "backbone.batch_size": self.backbone.batch_size,
+            "head.hidden": h.hidden,
+            "head.k": h.k,
+            "train.batch_size": t.batch_size,
+            "train.lr": t.lr,
+            "train.temperature": t.temperature,
+            "train.log_every": t.log_every,
+            "train.checkpoint_every": t.checkpoint_every,
+            "train.samples_per_class": t.samples_per_class,
+            "backbone.max_length": self.backbone.max_length,
+            "backbone.batch_size": self.backbone.batch_size,
         }
         for key, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{key} must be > 0, got {value}")
         non_negative = {
-            "head.k_aux": h.k_aux, "head.dead_steps": h.dead_steps, "train.epochs": t.epochs,
-            "train.max_steps": t.max_steps, "train.contrastive_coef": t.contrastive_coef,
-            "train.recon_weight": t.recon_weight, "head.aux_coef": h.aux_coef, "head.recon_4k_coef": h.recon_4k_coef,
+            "head.k_aux": h.k_aux,
+            "head.dead_steps": h.dead_steps,
+            "train.epochs": t.epochs,
+            "train.max_steps": t.max_steps,
+            "train.contrastive_coef": t.contrastive_coef,
+            "train.recon_weight": t.recon_weight,
+            "head.aux_coef": h.aux_coef,
+            "head.recon_4k_coef": h.recon_4k_coef,
         }
         for key, value in non_negative.items():
             if value < 0:

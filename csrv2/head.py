@@ -68,9 +68,7 @@ class SparseCodes:
         values = self.values.detach().cpu().numpy()
         indices = self.indices.cpu().numpy()
         rows = np.repeat(np.arange(len(self)), self.k)
-        matrix = scipy.sparse.csr_matrix(
-            (values.ravel(), (rows, indices.ravel())), shape=(len(self), self.dim)
-        )
+        matrix = scipy.sparse.csr_matrix((values.ravel(), (rows, indices.ravel())), shape=(len(self), self.dim))
         matrix.eliminate_zeros()
         matrix.sort_indices()
         return matrix
@@ -89,9 +87,7 @@ class SparseCodes:
         ks = {p.k for p in parts}
         if len(dims) != 1 or len(ks) != 1:
             raise ValueError(f"SparseCodes.cat: parts differ in dim {dims} or k {ks}")
-        return SparseCodes(
-            torch.cat([p.indices for p in parts]), torch.cat([p.values for p in parts]), dims.pop()
-        )
+        return SparseCodes(torch.cat([p.indices for p in parts]), torch.cat([p.values for p in parts]), dims.pop())
 
 
 class HeadOutput(NamedTuple):

@@ -1,0 +1,57 @@
+"""Run-folder I/O that a crash cannot corrupt: everything is written under a temporary name, then renamed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+STEP_PREFIX = "step_"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{STEP_PREFIX}{step:06d}"
+
+
+def save_checkpoint(run_dir: Path, step: int, head: nn.Module, optimizer: torch.optim.Optimizer, keep: int) -> Path:
+    """Write step_NNNNNN/ (head weights + config, optimizer, step, RNG) atomically; keep the last `keep`."""
+    final = run_dir / checkpoint_name(step)
+    tmp = run_dir / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    head.save_pretrained(tmp)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step}) + "\n")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints (temporary folders excluded), oldest first."""
+    found = [p for p in run_dir.glob(f"{STEP_PREFIX}*") if p.is_dir() and (p / "state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX) :]))
+
+
+def load_checkpoint(path: Path, head: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Restore head, optimizer and RNG from a checkpoint folder; returns its step."""
+    from safetensors.torch import load_file
+
+    weights = next(path.glob("*.safetensors"))
+    head.load_state_dict(load_file(str(weights)))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])
+    return int(json.loads((path / "state.json").read_text())["step"])

@@ -1,0 +1,25 @@
+"""Train a sparse head: python scripts/train.py --config configs/<run>.yaml [section.key=value ...]"""
+
+import argparse
+import sys
+
+from csrv2.config import Config
+from csrv2.trainer import Trainer
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", help="YAML run config (only differences from the defaults)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 head.k=4")
+    parser.add_argument("--describe", action="store_true", help="print every option with its default and exit")
+    args = parser.parse_args(argv)
+    if args.describe:
+        print(Config.describe())
+        return
+    config = Config.from_yaml(args.config, args.overrides)
+    Trainer(config).fit()
+    print(f"trained head saved in {config.output_dir}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

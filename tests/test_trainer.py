@@ -1,0 +1,125 @@
+"""Head training end to end on small arrays: run folder, metrics, checkpoints, exact resume, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from csrv2 import Config, SparseHead
+from csrv2.config import ConfigError
+from csrv2.sampling import class_aware_batches
+from csrv2.trainer import Trainer
+
+
+def clustered(n=600, d=32, classes=6, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(classes, d))
+    labels = rng.integers(0, classes, n)
+    x = centers[labels] + 0.7 * rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), labels
+
+
+def config(tmp_path, name="run", **train):
+    train = {"epochs": 3, "batch_size": 64, "log_every": 5, "checkpoint_every": 10, **train}
+    return Config.from_dict({"output_dir": str(tmp_path / name), "head": {"hidden": 128, "k": 2}, "train": train})
+
+
+def test_csrv2_run_folder_contents(tmp_path):
+    x, y = clustered()
+    cfg = config(tmp_path)
+    head = Trainer(cfg, (x, y)).fit()
+    run = tmp_path / "run"
+    assert Config.from_yaml(run / "config.yaml") == cfg
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0]["k"] > 16 and lines[-1]["k"] == 2  # annealed from hidden/4 = 32 down to k
+    for key in ("loss", "recon_loss", "recon_4k_loss", "aux_loss", "contrastive_loss", "k", "lr", "dead_pct"):
+        assert key in lines[-1]
+    assert lines[-1]["contrastive_loss"] > 0
+    assert [p.name for p in sorted(run.glob("step_*"))] == ["step_000020", "step_000030"]
+    loaded = SparseHead.from_pretrained(run)
+    assert torch.equal(loaded.weight, head.weight)
+
+
+def test_training_improves_class_structure(tmp_path):
+    """After CSRv2 training, k=2 codes of the same class share latents far more often than at init."""
+    x, y = clustered(n=1200)
+    head = Trainer(config(tmp_path, epochs=8, lr=1e-3), (x, y)).fit()
+    torch.manual_seed(0)
+    untrained = SparseHead(32, 128, 2)
+
+    def same_class_agreement(h):
+        codes = h.encode(torch.from_numpy(x), k=2).to_dense().detach().numpy()
+        codes /= np.linalg.norm(codes, axis=1, keepdims=True) + 1e-12
+        sims = codes @ codes.T
+        same = y[:, None] == y[None, :]
+        return sims[same].mean() - sims[~same].mean()
+
+    assert same_class_agreement(head) > same_class_agreement(untrained) + 0.2
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
+    x, y = clustered()
+    straight = Trainer(config(tmp_path, "a"), (x, y)).fit()
+
+    # Crash at step 15 (last checkpoint: step 10), then resume the same run to its end.
+    real_step_loss, calls = Trainer.step_loss, []
+
+    def crashing_step_loss(self, *args):
+        calls.append(1)
+        if len(calls) == 15:
+            raise RuntimeError("simulated crash")
+        return real_step_loss(self, *args)
+
+    monkeypatch.setattr(Trainer, "step_loss", crashing_step_loss)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        Trainer(config(tmp_path, "b"), (x, y)).fit()
+    monkeypatch.setattr(Trainer, "step_loss", real_step_loss)
+    assert not (tmp_path / "b" / "head.safetensors").exists()
+    resumed = Trainer(config(tmp_path, "b", resume=True), (x, y)).fit()
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))
+
+
+def test_existing_run_is_not_overwritten_and_resume_checks_config(tmp_path):
+    x, y = clustered(n=200)
+    Trainer(config(tmp_path, max_steps=3), (x, y)).fit()
+    with pytest.raises(FileExistsError, match="train.resume=true"):
+        Trainer(config(tmp_path, max_steps=3), (x, y)).fit()
+    changed = config(tmp_path, max_steps=3, lr=1e-3, resume=True)
+    with pytest.raises(ConfigError, match="train.lr"):
+        Trainer(changed, (x, y)).fit()
+
+
+def test_csr_and_mrl_objectives(tmp_path):
+    x, y = clustered(n=300)
+    Trainer(config(tmp_path, "csr", objective="csr", max_steps=4), (x, None)).fit()
+    mrl = Trainer(config(tmp_path, "mrl", objective="mrl", max_steps=4), (x, y)).fit()
+    assert mrl.encode(torch.from_numpy(x[:3]), dim=8).shape == (3, 8)
+
+
+def test_bad_training_data_is_named(tmp_path):
+    x, y = clustered(n=50)
+    with pytest.raises(ValueError, match="needs labels"):
+        Trainer(config(tmp_path, "a"), (x, None)).fit()
+    x_bad = x.copy()
+    x_bad[7, 3] = np.nan
+    with pytest.raises(ValueError, match="row 7"):
+        Trainer(config(tmp_path, "b"), (x_bad, y)).fit()
+    np.savez(tmp_path / "wrong.npz", emb=x)
+    cfg = Config.from_dict({"output_dir": str(tmp_path / "c"), "data": {"embeddings": str(tmp_path / "wrong.npz")}})
+    with pytest.raises(ValueError, match="needs `embeddings`"):
+        Trainer(cfg).fit()
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_class_aware_batches_hold_positives_and_cover_every_row_once():
+    labels = np.repeat(np.arange(10), [1, 3, 5, 7, 9, 11, 13, 2, 4, 6])
+    batches = class_aware_batches(labels, 16, 4, seed=0, epoch=1)
+    rows = np.concatenate(batches)
+    assert sorted(rows.tolist()) == list(range(len(labels)))
+    with_positive = sum(int((labels[b] == labels[r]).sum() > 1) for b in batches for r in b)
+    assert with_positive >= len(labels) - 3
+    assert all(np.array_equal(a, b) for a, b in zip(batches, class_aware_batches(labels, 16, 4, 0, 1)))
