@@ -1,0 +1,200 @@
+"""Backbones: text encoders (transformers AutoModel + pooling + prompts) and vision encoders (EfficientNet-Lite0 or
+any torch module), each with `.dim` and `.encode(...) -> np.ndarray float32 (N, dim)`.
+
+    enc = load_backbone(BackboneConfig(name="all-MiniLM-L6-v2"))   # an asset name, a hub id or a local folder
+    x = enc.encode(["a text", ...], kind="document")                # (N, 384), unit rows when normalize=True
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from csrv2 import assets
+from csrv2.config import BackboneConfig
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_model_path(name: str) -> str:
+    """An asset name → its fetched folder; an existing local path → itself; anything else is a hub id."""
+    if name in assets.ASSETS:
+        return str(assets.fetch(name))
+    if Path(name).expanduser().exists():
+        return str(Path(name).expanduser())
+    return name
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """hidden (B, T, d), mask (B, T) of 0/1 → (B, d) by mean over real tokens, the first token, or the last real one."""
+    if how == "mean":
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    if how == "cls":
+        return hidden[:, 0]
+    if how == "last":
+        if bool(mask[:, -1].all()):  # left padding (or no padding): the last position is real for every row
+            return hidden[:, -1]
+        last = mask.sum(1).long() - 1  # right padding: index of the last real token per row
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise ValueError(f"backbone.pooling={how!r} is not valid; choose mean, cls or last")
+
+
+class TextEncoder:
+    """A transformers encoder with pooling, optional prompts, truncation to `max_length` and L2 normalisation."""
+
+    def __init__(self, cfg: BackboneConfig):
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        path = resolve_model_path(cfg.name)
+        hf_logging.set_verbosity_error()  # e.g. "pooler weights newly initialised": the pooler is never used here
+        hf_logging.disable_progress_bar()  # one bar per run (DESIGN.md): ours, over the texts
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModel.from_pretrained(path).eval().to(self.device)
+        except OSError as err:
+            raise OSError(f"backbone.name={cfg.name!r}: not an asset ({', '.join(assets.ASSETS)}), not a local "
+                          f"folder, and loading it as a Hugging Face id failed: {err}") from err
+        if self.tokenizer.pad_token is None:  # decoder LLMs (last-token pooling) often have no pad token
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.dim = int(self.model.config.hidden_size)
+        st_config = Path(path) / "sentence_bert_config.json"  # the model's own limit, e.g. 128 for MiniLM-L3
+        limit = json.loads(st_config.read_text()).get("max_seq_length") if st_config.is_file() else None
+        self.max_length = min(cfg.max_length, limit or cfg.max_length)
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], kind: str = "document", batch_size: int | None = None,
+               progress: bool = True) -> np.ndarray:
+        """texts (N,) → float32 (N, dim). kind "query" prepends `query_prompt`, "document" `document_prompt`."""
+        if kind not in ("query", "document"):
+            raise ValueError(f"kind={kind!r} is not valid; choose query or document")
+        prompt = self.cfg.query_prompt if kind == "query" else self.cfg.document_prompt
+        texts = [prompt + t for t in texts]
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths together: less padding
+        size = batch_size or self.cfg.batch_size
+        bar = tqdm(total=len(texts), desc=f"embed {Path(self.cfg.name).name}", disable=not progress or len(texts) <= size,
+                   unit="text")
+        for start in range(0, len(texts), size):
+            idx = order[start:start + size]
+            batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                   max_length=self.max_length, return_tensors="pt").to(self.device)
+            hidden = self.model(**batch).last_hidden_state  # (B, T, d)
+            emb = pool(hidden, batch["attention_mask"], self.cfg.pooling).float()
+            if self.cfg.normalize:
+                emb = torch.nn.functional.normalize(emb, dim=-1)
+            out[idx] = emb.cpu().numpy()
+            bar.update(len(idx))
+        bar.close()
+        return out
+
+
+# ImageNet statistics; EfficientNet-Lite was trained on (x - 127) / 128 instead (TF efficientnet_lite_builder.py).
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
+
+
+class VisionEncoder:
+    """Any torch module mapping images (B, 3, S, S) to features (B, C, H, W) or (B, C), average-pooled to (B, C).
+
+    `encode(images)` takes uint8 arrays (N, H, W) grayscale or (N, H, W, 3) RGB (or float arrays in [0, 1]), or a list
+    of PIL images; it resizes to `image_size`, normalises with `mean`/`std` and returns float32 (N, dim).
+    """
+
+    def __init__(self, module: torch.nn.Module | Callable, dim: int, image_size: int = 224,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 normalize: bool = True, device: str = "auto", batch_size: int = 64, name: str = "vision"):
+        self.device = resolve_device(device)
+        self.module = module.eval().to(self.device) if isinstance(module, torch.nn.Module) else module
+        self.dim, self.image_size, self.normalize, self.batch_size, self.name = dim, image_size, normalize, batch_size, name
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def preprocess(self, images) -> torch.Tensor:
+        """A batch of images → float (B, 3, S, S), normalised."""
+        if not isinstance(images, np.ndarray):  # PIL images
+            images = np.stack([np.asarray(im.convert("RGB")) for im in images])
+        x = torch.from_numpy(np.ascontiguousarray(images))
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        if x.ndim == 3:  # (B, H, W) grayscale → 3 equal channels
+            x = x.unsqueeze(-1).expand(-1, -1, -1, 3)
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"images must be (N, H, W) or (N, H, W, 3), got shape {tuple(images.shape)}")
+        x = x.permute(0, 3, 1, 2)
+        x = torch.nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                                            align_corners=False, antialias=True)
+        return (x - self.mean) / self.std
+
+    @torch.inference_mode()
+    def encode(self, images, batch_size: int | None = None, progress: bool = True) -> np.ndarray:
+        n = len(images)
+        size = batch_size or self.batch_size
+        out = np.empty((n, self.dim), dtype=np.float32)
+        for start in tqdm(range(0, n, size), desc=f"embed {self.name}", disable=not progress or n <= size):
+            x = self.preprocess(images[start:start + size]).to(self.device)
+            feats = self.module(x)
+            if feats.ndim == 4:  # (B, C, H, W) feature map → global average pool
+                feats = feats.mean(dim=(2, 3))
+            feats = feats.float()
+            if self.normalize:
+                feats = torch.nn.functional.normalize(feats, dim=-1)
+            out[start:start + len(x)] = feats.cpu().numpy()
+        return out
+
+
+def efficientnet_lite0(device: str = "auto", batch_size: int = 64, normalize: bool = True) -> VisionEncoder:
+    """EfficientNet-Lite0 with ImageNet weights (asset efficientnet-lite0): 224×224 input, 1280-d pooled features."""
+    folder = assets.fetch("efficientnet-lite0")
+    if str(folder) not in sys.path:  # the model code ships as plain files inside the asset folder
+        sys.path.insert(0, str(folder))
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(folder / "efficientnet-lite0.pth"))
+    return _lite_encoder(model, device, batch_size, normalize)
+
+
+def _lite_encoder(model: torch.nn.Module, device: str, batch_size: int, normalize: bool) -> VisionEncoder:
+    class Features(torch.nn.Module):  # extract_features: (B, 3, 224, 224) → (B, 1280, 7, 7)
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net.extract_features(x)
+
+    return VisionEncoder(Features(model), dim=1280, image_size=224, mean=LITE_MEAN, std=LITE_STD,
+                         normalize=normalize, device=device, batch_size=batch_size, name="efficientnet-lite0")
+
+
+def load_backbone(cfg: BackboneConfig) -> TextEncoder | VisionEncoder:
+    """The encoder `cfg` describes. Vision: "efficientnet-lite0", or "torchvision:<model fn>" (needs its weights)."""
+    if cfg.kind == "text":
+        return TextEncoder(cfg)
+    if cfg.name == "efficientnet-lite0":
+        return efficientnet_lite0(cfg.device, cfg.batch_size, cfg.normalize)
+    if cfg.name.startswith("torchvision:"):
+        import torchvision
+
+        net = getattr(torchvision.models, cfg.name.split(":", 1)[1])(weights="DEFAULT")
+        if not hasattr(net, "fc"):
+            raise ValueError(f"backbone.name={cfg.name!r}: only torchvision models with an `fc` head (ResNets) are "
+                             f"wrapped automatically; wrap others with csrv2.backbones.VisionEncoder")
+        dim = net.fc.in_features
+        net.fc = torch.nn.Identity()  # pooled features (B, dim) instead of class logits
+        return VisionEncoder(net, dim=dim, normalize=cfg.normalize, device=cfg.device, batch_size=cfg.batch_size,
+                             name=cfg.name)
+    raise ValueError(f"backbone.name={cfg.name!r} is not a known vision backbone; use efficientnet-lite0, "
+                     f"torchvision:<model>, or wrap any module with csrv2.backbones.VisionEncoder")
