@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 
 STEP_PREFIX = "step_"
@@ -23,12 +24,17 @@ def checkpoint_name(step: int) -> str:
     return f"{STEP_PREFIX}{step:06d}"
 
 
-def save_checkpoint(run_dir: Path, step: int, head: nn.Module, optimizer: torch.optim.Optimizer, keep: int) -> Path:
-    """Write step_NNNNNN/ (head weights + config, optimizer, step, RNG) atomically; keep the last `keep`."""
+def save_checkpoint(
+    run_dir: Path, step: int, head: nn.Module, optimizer: torch.optim.Optimizer, keep: int, modules: dict | None = None
+) -> Path:
+    """Write step_NNNNNN/ (head weights + config, other trained modules, optimizer, step, RNG) atomically;
+    keep the last `keep`."""
     final = run_dir / checkpoint_name(step)
     tmp = run_dir / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     head.save_pretrained(tmp)
+    for name, module in (modules or {}).items():
+        save_model(module, str(tmp / f"{name}.module.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step}) + "\n")
@@ -46,12 +52,12 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX) :]))
 
 
-def load_checkpoint(path: Path, head: nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Restore head, optimizer and RNG from a checkpoint folder; returns its step."""
-    from safetensors.torch import load_file
-
-    weights = next(path.glob("*.safetensors"))
+def load_checkpoint(path: Path, head: nn.Module, optimizer: torch.optim.Optimizer, modules: dict | None = None) -> int:
+    """Restore head, other trained modules, optimizer and RNG from a checkpoint folder; returns its step."""
+    weights = next(p for p in path.glob("*.safetensors") if not p.name.endswith(".module.safetensors"))
     head.load_state_dict(load_file(str(weights)))
+    for name, module in (modules or {}).items():
+        load_model(module, str(path / f"{name}.module.safetensors"))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])
     return int(json.loads((path / "state.json").read_text())["step"])

@@ -142,8 +142,27 @@ class TrainConfig:
     """Continue from the last complete checkpoint in output_dir."""
     device: str = "auto"
     """Device for the head: auto (CUDA when present), cpu, cuda, ..."""
-    backbone: Literal["frozen"] = "frozen"
-    """frozen: train the head on cached backbone embeddings."""
+    backbone: Literal["frozen", "full", "lora"] = "frozen"
+    """frozen: train the head on cached backbone embeddings. full: train backbone and head jointly through the
+    sparse objective. lora: the same through LoRA adapters (needs peft), for backbones too big to train whole."""
+    backbone_lr: float = 1e-5
+    """Adam learning rate of the backbone (full / lora); the head keeps `lr`."""
+    warmup_steps: int = 0
+    """Linear learning-rate warmup from 0 over this many steps (both groups)."""
+    max_grad_norm: float = 0.0
+    """Clip the global gradient norm to this value; 0 → no clipping."""
+    grad_accum_steps: int = 1
+    """Micro-batches per optimiser step; the contrastive loss sees one micro-batch (gathered over ranks)."""
+    gradient_checkpointing: bool = False
+    """Recompute backbone activations in the backward pass (less memory, ~30 % more time)."""
+    bf16: bool = True
+    """bf16 autocast for the backbone on CUDA (ignored on CPU)."""
+    lora_r: int = 8
+    """LoRA rank (train.backbone=lora)."""
+    lora_alpha: int = 16
+    """LoRA scaling α (train.backbone=lora)."""
+    lora_target_modules: list[str] = field(default_factory=list)
+    """Modules that get LoRA adapters; empty → peft's default for the model type."""
 
 
 @dataclass
@@ -245,6 +264,15 @@ class Config:
             raise ConfigError(f"train.decay_fraction must lie in [0, 1], got {t.decay_fraction}")
         if t.epochs == 0 and t.max_steps == 0:
             raise ConfigError("train.epochs and train.max_steps are both 0: set one of them")
+        if t.grad_accum_steps < 1 or t.warmup_steps < 0 or t.max_grad_norm < 0 or t.backbone_lr < 0:
+            raise ConfigError(
+                "train.grad_accum_steps must be ≥ 1 and train.warmup_steps, max_grad_norm, backbone_lr ≥ 0, got "
+                f"{t.grad_accum_steps}, {t.warmup_steps}, {t.max_grad_norm}, {t.backbone_lr}"
+            )
+        if t.backbone != "frozen" and (self.data.embeddings or not self.data.task):
+            raise ConfigError(
+                f"train.backbone={t.backbone} trains on texts: set data.task (not data.embeddings) to a task to embed"
+            )
         if t.keep_checkpoints < 1:
             raise ConfigError(f"train.keep_checkpoints must be ≥ 1, got {t.keep_checkpoints}")
         bad_ks = [k for k in self.eval.ks if not 1 <= k <= h.hidden]

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from csrv2 import losses
+from csrv2.distributed import any_across_ranks, auxk_loss_across_ranks
 
 WEIGHTS_NAME = "head.safetensors"
 CONFIG_NAME = "config.json"
@@ -199,17 +200,22 @@ class SparseHead(nn.Module):
         return out + self.b_pre if bias else out
 
     # -- training forward ------------------------------------------------------------------------
-    def forward(self, x: Tensor, k: int | None = None) -> HeadOutput:
-        """Training forward on (B, d). k overrides head.k (k-annealing); 4k and AuxK follow PAPER.md."""
+    def forward(self, x: Tensor, k: int | None = None, target: Tensor | None = None) -> HeadOutput:
+        """Training forward on (B, d). k overrides head.k (k-annealing); 4k and AuxK follow PAPER.md.
+
+        target (B, d): what the reconstructions aim at; default x. A finetuned backbone passes x.detach()
+        so the reconstruction pulls the head towards the backbone, never the backbone towards the head.
+        """
         k = self._check_k(self.k if k is None else k)
+        target = x if target is None else target
         pre = self.pre_activations(x)
         # One sorted top-4k serves both terms: its first k entries are TopK_k of the same, unmasked pre.
         top = pre.topk(min(4 * k, self.hidden), dim=1)
         codes = SparseCodes(top.indices[:, :k], F.relu(top.values[:, :k]), self.hidden)
         codes_4k = SparseCodes(top.indices, F.relu(top.values), self.hidden)
         recon = self.decode(codes)
-        recon_loss = losses.mse(recon, x)
-        recon_4k_loss = losses.mse(self.decode(codes_4k), x)
+        recon_loss = losses.mse(recon, target)
+        recon_4k_loss = losses.mse(self.decode(codes_4k), target)
 
         dead = self.steps_since_fired > self.spec.dead_steps  # (h,) state before this step
         aux_loss = pre.new_zeros(())
@@ -217,12 +223,13 @@ class SparseHead(nn.Module):
             dead_pre = pre.masked_fill(~dead, float("-inf"))  # a masked copy; `pre` stays intact
             aux_codes = self.topk_codes(dead_pre, min(self.k_aux, int(dead.sum())))
             aux_recon = self.decode(aux_codes, bias=False)
-            aux_loss = losses.auxk_loss(aux_recon, (x - recon).detach())
+            aux_loss = auxk_loss_across_ranks(aux_recon, (target - recon).detach())
 
         if self.training:
             with torch.no_grad():
                 fired = torch.zeros_like(dead)
                 fired[codes.indices[codes.values > 0]] = True
+                fired = any_across_ranks(fired)  # under torchrun: fired on any rank's shard
                 self.steps_since_fired += 1
                 self.steps_since_fired[fired] = 0
 

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
-from csrv2 import checkpoint, losses, sampling
+from csrv2 import checkpoint, distributed, losses, sampling
 from csrv2.baselines import MRL_DIMS, MRLHead
 from csrv2.config import Config, ConfigError
+from csrv2.finetune import autocast
 from csrv2.head import SparseHead
 from csrv2.schedule import KAnnealing
 
@@ -68,7 +71,8 @@ def check_arrays(embeddings: np.ndarray, labels: np.ndarray | None, where: str) 
 
 
 class Trainer:
-    """Trains one head (SparseHead for csrv2/csr, MRLHead for mrl) into config.output_dir.
+    """Trains one head (SparseHead for csrv2/csr, MRLHead for mrl), and with train.backbone=full|lora the backbone
+    under it, into config.output_dir. Under torchrun every rank runs this; rank 0 logs and writes.
 
     arrays: (embeddings (N, d), labels (N,) or None) to train on; None → read config.data.
     """
@@ -77,10 +81,12 @@ class Trainer:
         self.config = config
         self.run_dir = Path(config.output_dir)
         self.device = resolve_device(config.train.device)
+        self.world = distributed.World()
         self._arrays = arrays
 
     # -- data ------------------------------------------------------------------------------------
     def training_arrays(self) -> Arrays:
+        """Frozen backbone: the embeddings (N, d) and labels (N,) the head trains on."""
         data = self.config.data
         if self._arrays is not None:
             embeddings, labels = self._arrays
@@ -96,14 +102,26 @@ class Trainer:
         else:
             raise ConfigError("no training data: set data.embeddings (a .npy/.npz) or data.task")
         embeddings, labels = check_arrays(embeddings, labels, where)
+        self._require_labels(labels, where)
+        return embeddings, labels
+
+    def training_texts(self) -> tuple[list[str], np.ndarray]:
+        """Trainable backbone: the texts (N,) of data.task's train split and their contrastive labels (N,)."""
+        from csrv2.data import get_task
+
+        texts, labels = get_task(self.config.data.task, self.config.data.tasks).training_texts()
+        self._require_labels(labels, f"data.task ({self.config.data.task})")
+        return list(texts), np.asarray(labels, dtype=np.int64)
+
+    def _require_labels(self, labels, where: str) -> None:
         if self.config.train.objective in ("csrv2", "mrl") and labels is None:
             raise ValueError(
                 f"{where}: train.objective={self.config.train.objective} needs labels for its supervised "
                 "contrastive loss; give a .npz with `labels`, or set train.objective=csr"
             )
-        return embeddings, labels
 
     def batches(self, labels: np.ndarray | None, n: int, epoch: int) -> list[np.ndarray]:
+        """The global batches of one epoch (identical on every rank)."""
         t = self.config.train
         if t.objective == "csr" or labels is None:
             return sampling.shuffled_batches(n, t.batch_size, t.seed, epoch)
@@ -117,16 +135,22 @@ class Trainer:
         h = self.config.head
         return SparseHead(d_in, h.hidden, h.k, h.k_aux, h.dead_steps, h.recon_4k_coef, h.aux_coef)
 
-    def step_loss(self, head: nn.Module, x: torch.Tensor, y: torch.Tensor | None, k: int) -> dict[str, torch.Tensor]:
-        """The loss of one batch and its parts. x: (B, d), y: (B,) or None."""
-        t = self.config.train
+    def step_loss(
+        self, head: nn.Module, x: torch.Tensor, y: torch.Tensor | None, k: int, target: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The loss of one (micro-)batch and its parts. x: (b, d) this rank's rows, y: (b,) or None.
+
+        The contrastive term sees the rows of every rank (gathered with gradient); the rest is per rank.
+        """
+        t, world = self.config.train, self.world
+        y_all = None if y is None else distributed.gather_labels(y, world)
         if isinstance(head, MRLHead):
-            loss = losses.matryoshka_loss(head(x), y, head.dims, t.temperature)
+            loss = losses.matryoshka_loss(distributed.all_gather_rows(head(x), world), y_all, head.dims, t.temperature)
             return {"loss": loss, "contrastive_loss": loss}
-        out = head(x, k=k)
-        codes = out.codes.to_dense()  # (B, h), differentiable through the kept values
+        out = head(x, k=k, target=target)
+        codes = distributed.all_gather_rows(out.codes.to_dense(), world)  # (B, h), differentiable in kept values
         if t.objective == "csrv2":
-            contrast = losses.supcon_loss(codes, y, t.temperature, t.positives_inside_log)
+            contrast = losses.supcon_loss(codes, y_all, t.temperature, t.positives_inside_log)
         else:
             contrast = losses.info_nce(codes, temperature=t.temperature)
         return {
@@ -139,93 +163,144 @@ class Trainer:
 
     # -- run folder ------------------------------------------------------------------------------
     def prepare_run_dir(self) -> Path | None:
-        """Write the resolved config first; return the checkpoint to resume from, if any."""
+        """Rank 0 writes the resolved config first; every rank gets the checkpoint to resume from, if any."""
+        if self.world.is_main:
+            self._check_run_dir()
+        self.world.barrier()
+        found = checkpoint.list_checkpoints(self.run_dir)
+        return found[-1] if found and self.config.train.resume else None
+
+    def _check_run_dir(self) -> None:
         resolved = self.config.to_dict()
         saved = self.run_dir / "config.yaml"
-        found = checkpoint.list_checkpoints(self.run_dir) if self.run_dir.is_dir() else []
         if self.config.train.resume:
             if saved.is_file():
-                previous = Config.from_yaml(saved).to_dict()
-                changed = _diff(previous, resolved, ignore={"train.resume"})
+                changed = _diff(Config.from_yaml(saved).to_dict(), resolved, ignore={"train.resume"})
                 if changed:
                     raise ConfigError(
                         f"train.resume=true but the config differs from {saved} in {', '.join(changed)}; "
                         "resume with the same config, or start a new output_dir"
                     )
-            resume_from = found[-1] if found else None
-        else:
-            if found or (self.run_dir / "metrics.jsonl").exists():
-                raise FileExistsError(
-                    f"output_dir {self.run_dir} already holds a run; set train.resume=true to continue it "
-                    "or choose another output_dir"
-                )
-            resume_from = None
+        elif (self.run_dir / "metrics.jsonl").exists() or (
+            self.run_dir.is_dir() and checkpoint.list_checkpoints(self.run_dir)
+        ):
+            raise FileExistsError(
+                f"output_dir {self.run_dir} already holds a run; set train.resume=true to continue it "
+                "or choose another output_dir"
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        import yaml
-
         checkpoint.atomic_write_text(saved, yaml.safe_dump(resolved, sort_keys=False))
-        return resume_from
 
     # -- the loop --------------------------------------------------------------------------------
     def fit(self) -> nn.Module:
         cfg, t = self.config, self.config.train
-        embeddings, labels = self.training_arrays()
-        n, d_in = embeddings.shape
+        self.world = world = distributed.init_from_env(self.device)
+        if world.active and self.device.type == "cuda":
+            self.device = torch.device("cuda", world.local_rank)
+
+        backbone = None
+        if t.backbone == "frozen":
+            source, labels = self.training_arrays()  # (N, d) embeddings
+            d_in = source.shape[1]
+        else:
+            from csrv2.finetune import TrainableTextBackbone
+
+            source, labels = self.training_texts()  # (N,) texts
+            backbone = TrainableTextBackbone(cfg.backbone, t).to(self.device)
+            d_in = backbone.dim
+        n = len(source)
         resume_from = self.prepare_run_dir()
 
         head = self.build_head(d_in).to(self.device)
-        optimizer = torch.optim.Adam(head.parameters(), lr=t.lr, eps=t.adam_eps)
+        groups = [{"params": list(head.parameters()), "lr": t.lr}]
+        if backbone is not None:
+            trainable = [p for p in backbone.parameters() if p.requires_grad]
+            groups.append({"params": trainable, "lr": t.backbone_lr})
+        params = [p for g in groups for p in g["params"]]
+        base_lrs = [g["lr"] for g in groups]
+        optimizer = torch.optim.Adam(groups, eps=t.adam_eps)
         steps_per_epoch = len(self.batches(labels, n, 0))
         total = t.max_steps or t.epochs * steps_per_epoch
+        if world.size * t.grad_accum_steps > t.batch_size:
+            raise ConfigError(
+                f"train.batch_size={t.batch_size} is smaller than ranks ({world.size}) × train.grad_accum_steps "
+                f"({t.grad_accum_steps}): some micro-batches would be empty"
+            )
         anneal = cfg.anneal and t.objective != "mrl"
         schedule = KAnnealing(t.k_start, cfg.head.k, total, t.decay_fraction if anneal else 0.0, cfg.head.hidden)
+        modules = {"backbone": backbone} if backbone is not None else {}
 
         step = 0
         if resume_from is not None:
-            step = checkpoint.load_checkpoint(resume_from, head, optimizer)
-        metrics = MetricsLog(self.run_dir / "metrics.jsonl", keep_until=step)
+            step = checkpoint.load_checkpoint(resume_from, head, optimizer, modules)
+        metrics = MetricsLog(self.run_dir / "metrics.jsonl", keep_until=step, world=world)
+
+        def inputs(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+            """rows (b,) → x (b, d), reconstruction target (b, d) or None (= x), labels (b,) or None."""
+            y = None if labels is None else torch.from_numpy(labels[rows]).to(self.device)
+            if backbone is None:
+                x = torch.from_numpy(np.asarray(source[rows], dtype=np.float32)).to(self.device)
+                return x, None, y
+            with autocast(self.device, t.bf16):
+                x = backbone([source[i] for i in rows]).float()
+            return x, x.detach(), y
 
         head.train()
         epoch_cache: tuple[int, list[np.ndarray]] = (-1, [])
-        bar = tqdm(total=total, initial=step, desc=f"train {t.objective}", dynamic_ncols=True)
+        bar = tqdm(
+            total=total, initial=step, desc=f"train {t.objective}", dynamic_ncols=True, disable=not world.is_main
+        )
         while step < total:
             epoch, position = divmod(step, steps_per_epoch)
             if epoch_cache[0] != epoch:
                 epoch_cache = (epoch, self.batches(labels, n, epoch))
-            rows = np.sort(epoch_cache[1][position])  # sorted rows read a memory map sequentially
-            x = torch.from_numpy(np.asarray(embeddings[rows], dtype=np.float32)).to(self.device)
-            y = None if labels is None else torch.from_numpy(labels[rows]).to(self.device)
+            local = world.shard(np.sort(epoch_cache[1][position]))  # sorted rows read a memory map sequentially
             k_t = schedule(step)
+            warm = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps else 1.0
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * warm
 
-            parts = self.step_loss(head, x, y, k_t)
             optimizer.zero_grad(set_to_none=True)
-            parts["loss"].backward()
+            for micro in np.array_split(local, t.grad_accum_steps):
+                x, target, y = inputs(micro)
+                parts = self.step_loss(head, x, y, k_t, target)
+                (parts["loss"] / t.grad_accum_steps).backward()
+                metrics.add(parts)
+            distributed.average_gradients(params, world)
+            if t.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
             optimizer.step()
             step += 1
             bar.update(1)
 
-            metrics.add(parts)
             if step % t.log_every == 0 or step == total:
                 dead = head.dead_fraction() * 100 if isinstance(head, SparseHead) else 0.0
                 line = metrics.flush(step=step, epoch=epoch, k=k_t, lr=optimizer.param_groups[0]["lr"], dead_pct=dead)
                 bar.set_postfix(loss=f"{line['loss']:.4f}", k=k_t, dead=f"{dead:.0f}%")
             if step % t.checkpoint_every == 0 or step == total:
-                checkpoint.save_checkpoint(self.run_dir, step, head, optimizer, t.keep_checkpoints)
+                if world.is_main:
+                    checkpoint.save_checkpoint(self.run_dir, step, head, optimizer, t.keep_checkpoints, modules)
+                world.barrier()
         bar.close()
-        save_final(head, self.run_dir)
+        if world.is_main:
+            save_final(head, self.run_dir)
+            if backbone is not None:
+                save_final(backbone, self.run_dir / "backbone")
+        world.barrier()
         return head
 
 
 class MetricsLog:
-    """metrics.jsonl: one line per logged step, each loss part averaged over the steps since the last line."""
+    """metrics.jsonl: one line per logged step, each loss part averaged over the steps since the last line
+    (and over ranks); only rank 0 writes."""
 
-    def __init__(self, path: Path, keep_until: int):
-        self.path = path
+    def __init__(self, path: Path, keep_until: int, world: distributed.World):
+        self.path, self.world = path, world
         self.sums: dict[str, float] = {}
         self.count = 0
         self.started = time.perf_counter()
         # On resume, drop lines written after the checkpoint so no step is logged twice.
-        if path.exists():
+        if world.is_main and path.exists():
             kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= keep_until]
             checkpoint.atomic_write_text(path, "".join(line + "\n" for line in kept))
 
@@ -235,22 +310,26 @@ class MetricsLog:
         self.count += 1
 
     def flush(self, **fields) -> dict:
-        line = {**fields, **{name: total / max(self.count, 1) for name, total in self.sums.items()}}
+        means = {name: total / max(self.count, 1) for name, total in self.sums.items()}
+        line = {**fields, **distributed.average_scalars(means, self.world)}
         line["elapsed_s"] = round(time.perf_counter() - self.started, 3)
         if not all(math.isfinite(v) for v in line.values() if isinstance(v, float)):
             raise FloatingPointError(f"non-finite loss at step {fields.get('step')}: {line}")
-        with self.path.open("a") as f:
-            f.write(json.dumps(line) + "\n")
+        if self.world.is_main:
+            with self.path.open("a") as f:
+                f.write(json.dumps(line) + "\n")
         self.sums, self.count = {}, 0
         return line
 
 
-def save_final(head: nn.Module, run_dir: Path) -> None:
-    """Save the trained head at the run folder's root, via a temporary folder so no half-written head is left."""
-    tmp = run_dir / ".final.tmp"
-    head.save_pretrained(tmp)
+def save_final(module: nn.Module, folder: Path) -> None:
+    """module.save_pretrained(folder) through a temporary folder, so no half-written file is ever in `folder`."""
+    tmp = folder.parent / f".{folder.name}.final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    module.save_pretrained(tmp)
+    folder.mkdir(parents=True, exist_ok=True)
     for file in tmp.iterdir():
-        file.replace(run_dir / file.name)
+        file.replace(folder / file.name)
     tmp.rmdir()
 
 

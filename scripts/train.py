@@ -1,6 +1,7 @@
 """Train a sparse head: python scripts/train.py --config configs/<run>.yaml [section.key=value ...]"""
 
 import argparse
+import os
 import sys
 
 from csrv2.config import Config
@@ -18,7 +19,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     config = Config.from_yaml(args.config, args.overrides)
     Trainer(config).fit()
-    print(f"trained head saved in {config.output_dir}", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks
+        print(f"trained head saved in {config.output_dir}", file=sys.stderr)
 
 
 if __name__ == "__main__":

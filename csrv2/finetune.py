@@ -1,0 +1,84 @@
+"""A backbone that learns through the sparse objective (train.backbone = full | lora).
+
+The text path tokenises a batch, runs the transformer with gradients, pools and L2-normalises:
+    texts (B,) → tokens (B, T) → hidden (B, T, d) → pooled (B, d) → x (B, d), ‖x‖ = 1
+The head then reconstructs x.detach() (the backbone's own output) and its sparse codes carry the
+supervised contrastive loss back into the backbone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from csrv2.config import BackboneConfig, TrainConfig
+
+
+class TrainableTextBackbone(nn.Module):
+    """A csrv2 TextEncoder's transformer, trainable whole (full) or through LoRA adapters (lora)."""
+
+    def __init__(self, backbone: BackboneConfig, train: TrainConfig):
+        super().__init__()
+        from csrv2.backbones import TextEncoder
+
+        if backbone.kind != "text":
+            raise ValueError(
+                f"train.backbone={train.backbone} is implemented for text backbones; backbone.kind={backbone.kind!r}"
+            )
+        encoder = TextEncoder(backbone)
+        self.cfg, self.tokenizer, self.max_length = backbone, encoder.tokenizer, encoder.max_length
+        model = encoder.model.train()
+        if train.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        if train.backbone == "lora":
+            model = _with_lora(model, train)
+        self.model = model
+        self.dim = encoder.dim
+
+    def forward(self, texts: list[str], kind: str = "document") -> Tensor:
+        """texts (B,) → (B, d) embeddings with gradient, pooled and L2-normalised as the frozen encoder does."""
+        from csrv2.backbones import pool
+
+        prompt = self.cfg.query_prompt if kind == "query" else self.cfg.document_prompt
+        device = next(self.model.parameters()).device
+        batch = self.tokenizer(
+            [prompt + t for t in texts], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(device)
+        hidden = self.model(**batch).last_hidden_state  # (B, T, d)
+        x = pool(hidden, batch["attention_mask"], self.cfg.pooling).float()
+        return F.normalize(x, dim=1) if self.cfg.normalize else x
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """A plain transformers folder (LoRA merged in), loadable as backbone.name for evaluation."""
+        model = self.model
+        if hasattr(model, "merge_and_unload"):
+            import copy
+
+            model = copy.deepcopy(model).merge_and_unload()
+        model.save_pretrained(str(path))
+        self.tokenizer.save_pretrained(str(path))
+        sbert = Path(path) / "sentence_bert_config.json"  # keep the model's own length limit
+        sbert.write_text(f'{{"max_seq_length": {self.max_length}}}\n')
+
+
+def _with_lora(model: nn.Module, train: TrainConfig) -> nn.Module:
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as err:
+        raise ImportError("train.backbone=lora needs peft: pip install peft (or the csrv2[extras] extra)") from err
+    targets = train.lora_target_modules or None  # None: peft's default for the model type
+    config = LoraConfig(r=train.lora_r, lora_alpha=train.lora_alpha, lora_dropout=0.0, target_modules=targets)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:
+        raise ValueError(
+            f"train.lora_target_modules: {err}; name the attention projections, e.g. [query, value]"
+        ) from err
+
+
+def autocast(device: torch.device, bf16: bool):
+    """bf16 autocast on CUDA when asked; a no-op elsewhere (CPU bf16 is slower than fp32 on most CPUs)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
