@@ -521,7 +521,7 @@ def _column(df, column: str, spec: TaskSpec, field_name: str, text: bool) -> lis
                          f"(columns: {', '.join(map(str, df.columns))})")
     values = df[column].tolist()
     for row, v in enumerate(values):
-        if v is None or (isinstance(v, float) and np.isnan(v)) or (text and not isinstance(v, str)):
+        if v is None or (isinstance(v, float) and np.isnan(v)) or (text and not (isinstance(v, str) and v.strip())):
             raise ValueError(f"{spec.path}, row {row + 1}, column {column!r}: expected "
                              f"{'a text' if text else 'a value'}, got {v!r}")
     return values
@@ -541,6 +541,11 @@ def task_from_spec(spec: TaskSpec) -> Task:
         tables = {str(s): df[df[spec.split_column].astype(str) == str(s)].reset_index(drop=True)
                   for s in dict.fromkeys(values)}
     pairs = spec.type in ("sts", "pair_classification")
+    needed = {"text_column": spec.text_column, **({"text2_column": spec.text2_column} if pairs else {}),
+              **({"score_column": spec.score_column} if spec.type == "sts" else {"label_column": spec.label_column})}
+    for df in tables.values():  # every missing column is reported before any row is looked at
+        for field_name, column in needed.items():
+            _column(df.head(0), column, spec, field_name, text=False)
     splits, all_labels = {}, []
     for split, df in tables.items():
         texts = _column(df, spec.text_column, spec, "text_column", text=True)
