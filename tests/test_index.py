@@ -1,0 +1,166 @@
+"""SparseIndex equals brute force Q @ Dᵀ on random sparse data (ids, scores, ties by lower id), on both kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import csrv2.index as index_module
+from csrv2.head import SparseCodes
+from csrv2.index import SparseIndex
+
+
+def random_codes(rng: np.random.Generator, n: int, dim: int, k: int, levels: int = 4) -> SparseCodes:
+    """(n, k) codes with distinct latents per row; values are multiples of 1/levels in [0, 1] (zeros = inactive).
+
+    Dyadic values make every dot product exact in float32, so ties are real ties and ordering is checkable.
+    """
+    idx = np.argsort(rng.random((n, dim)), axis=1)[:, :k]
+    val = rng.integers(0, levels + 1, size=(n, k)).astype(np.float32) / levels
+    return SparseCodes(torch.from_numpy(idx), torch.from_numpy(val), dim)
+
+
+def brute_force(docs: SparseCodes, queries: SparseCodes, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dense float64 Q @ Dᵀ; documents sharing no active latent are not candidates; ties by lower id; padded."""
+    d, q = docs.to_dense().double().numpy(), queries.to_dense().double().numpy()
+    scores = (q @ d.T).astype(np.float32)
+    shared = (q != 0).astype(np.float64) @ (d != 0).astype(np.float64).T > 0
+    out_s = np.full((len(queries), top), -np.inf, np.float32)
+    out_i = np.full((len(queries), top), -1, np.int64)
+    for row in range(len(queries)):
+        cand = np.flatnonzero(shared[row])
+        order = cand[np.lexsort((cand, -scores[row, cand]))][:top]
+        out_s[row, : len(order)] = scores[row, order]
+        out_i[row, : len(order)] = order
+    return out_s, out_i
+
+
+@pytest.fixture(params=["numba", "numpy"])
+def kernel(request, monkeypatch):
+    if request.param == "numba" and not index_module.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    monkeypatch.setattr(index_module, "HAVE_NUMBA", request.param == "numba")
+    return request.param
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 300),
+    dim=st.integers(4, 64),
+    k=st.integers(1, 4),
+    n_q=st.integers(1, 12),
+    top=st.integers(1, 20),
+    seed=st.integers(0, 2**31),
+)
+def test_matches_brute_force(n, dim, k, n_q, top, seed):
+    rng = np.random.default_rng(seed)
+    docs, queries = random_codes(rng, n, dim, k), random_codes(rng, n_q, dim, k)
+    index = SparseIndex.build(docs)
+    exp_s, exp_i = brute_force(docs, queries, top)
+    for use_numba in {False, index_module.HAVE_NUMBA}:
+        index_module.HAVE_NUMBA, saved = use_numba, index_module.HAVE_NUMBA
+        try:
+            for threads in (1, 2):
+                scores, ids = index.search(queries, top=top, threads=threads)
+                np.testing.assert_array_equal(ids.numpy(), exp_i)
+                np.testing.assert_allclose(scores.numpy(), exp_s, rtol=1e-6)
+        finally:
+            index_module.HAVE_NUMBA = saved
+
+
+def test_ties_go_to_lower_id(kernel):
+    dim = 8
+    idx = torch.tensor([[1, 2]] * 5 + [[3, 4]])
+    val = torch.tensor([[1.0, 0.0]] * 5 + [[1.0, 1.0]])
+    index = SparseIndex.build(SparseCodes(idx, val, dim))
+    scores, ids = index.search(SparseCodes(torch.tensor([[1, 3]]), torch.tensor([[1.0, 0.5]]), dim), top=4)
+    assert ids.tolist() == [[0, 1, 2, 3]]
+    assert scores.tolist() == [[1.0, 1.0, 1.0, 1.0]]
+
+
+def test_padding_when_few_candidates(kernel):
+    dim = 6
+    index = SparseIndex.build(SparseCodes(torch.tensor([[0, 1], [2, 3]]), torch.tensor([[1.0, 1.0], [1.0, 1.0]]), dim))
+    scores, ids = index.search(SparseCodes(torch.tensor([[0, 5]]), torch.tensor([[2.0, 1.0]]), dim), top=3)
+    assert ids.tolist() == [[0, -1, -1]]
+    assert scores[0, 0] == 2.0 and torch.isinf(scores[0, 1:]).all()
+
+
+def test_large_index_crosses_blocks(kernel):
+    """Candidates spread over many accumulator blocks (BLOCK doc ids each) still come out exact."""
+    rng = np.random.default_rng(0)
+    docs = random_codes(rng, 3 * index_module.BLOCK + 17, 32, 2)
+    queries = random_codes(rng, 5, 32, 3)
+    scores, ids = SparseIndex.build(docs).search(queries, top=25)
+    exp_s, exp_i = brute_force(docs, queries, 25)
+    np.testing.assert_array_equal(ids.numpy(), exp_i)
+    np.testing.assert_allclose(scores.numpy(), exp_s)
+
+
+def test_scipy_input_and_numpy_output(kernel):
+    rng = np.random.default_rng(1)
+    docs, queries = random_codes(rng, 200, 40, 3), random_codes(rng, 7, 40, 3)
+    from_codes = SparseIndex.build(docs)
+    from_csr = SparseIndex.build(docs.to_scipy())
+    s1, i1 = from_codes.search(queries, top=5)
+    s2, i2 = from_csr.search(queries.to_scipy(), top=5)
+    assert isinstance(s2, np.ndarray) and s2.dtype == np.float32 and i2.dtype == np.int64
+    np.testing.assert_array_equal(i1.numpy(), i2)
+    np.testing.assert_array_equal(s1.numpy(), s2)
+
+
+def test_add_equals_build_of_all(kernel):
+    rng = np.random.default_rng(2)
+    a, b, queries = random_codes(rng, 150, 30, 3), random_codes(rng, 90, 30, 3), random_codes(rng, 6, 30, 3)
+    grown = SparseIndex.build(a)
+    new_ids = grown.add(b)
+    assert new_ids.tolist() == list(range(150, 240)) and len(grown) == 240
+    whole = SparseIndex.build(SparseCodes.cat([a, b]))
+    for name in ("offsets", "doc_ids", "values"):
+        np.testing.assert_array_equal(getattr(grown, name), getattr(whole, name))
+    s1, i1 = grown.search(queries, top=8)
+    s2, i2 = whole.search(queries, top=8)
+    assert torch.equal(i1, i2) and torch.equal(s1, s2)
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_save_load_roundtrip(tmp_path, mmap):
+    rng = np.random.default_rng(3)
+    docs, queries = random_codes(rng, 120, 24, 2), random_codes(rng, 5, 24, 2)
+    index = SparseIndex.build(docs)
+    index.save(tmp_path / "ix")
+    loaded = SparseIndex.load(tmp_path / "ix", mmap=mmap)
+    assert isinstance(loaded.doc_ids, np.memmap) == mmap
+    assert len(loaded) == 120 and loaded.dim == 24
+    s1, i1 = index.search(queries, top=6)
+    s2, i2 = loaded.search(queries, top=6)
+    assert torch.equal(i1, i2) and torch.equal(s1, s2)
+    loaded.add(random_codes(rng, 3, 24, 2))  # a mapped (read-only) index still grows, in memory
+    assert len(loaded) == 123
+
+
+def test_statistics():
+    docs = SparseCodes(torch.tensor([[0, 1], [0, 2], [0, 3]]), torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]]), 4)
+    index = SparseIndex.build(docs)
+    assert index.posting_lengths().tolist() == [3, 1, 0, 1]  # the explicit zero is dropped
+    assert index.nnz == 5
+    queries = SparseCodes(torch.tensor([[0, 1], [2, 3]]), torch.tensor([[1.0, 1.0], [1.0, 0.0]]), 4)
+    assert index.postings_touched(queries).tolist() == [4, 0]
+
+
+def test_errors_name_the_argument(tmp_path):
+    index = SparseIndex.build(SparseCodes(torch.tensor([[0, 1]]), torch.tensor([[1.0, 1.0]]), 4))
+    with pytest.raises(ValueError, match="top"):
+        index.search(SparseCodes(torch.tensor([[0, 1]]), torch.tensor([[1.0, 1.0]]), 4), top=0)
+    with pytest.raises(ValueError, match="dim"):
+        index.search(SparseCodes(torch.tensor([[0, 1]]), torch.tensor([[1.0, 1.0]]), 8))
+    with pytest.raises(ValueError, match="columns"):
+        index.search(scipy.sparse.csr_matrix(np.ones((1, 5), np.float32)))
+    with pytest.raises(TypeError, match="queries"):
+        index.search(np.ones((1, 4)))
+    with pytest.raises(FileNotFoundError, match="index.json"):
+        SparseIndex.load(tmp_path)
