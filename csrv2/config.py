@@ -59,6 +59,8 @@ class BackboneConfig:
     """L2-normalise embeddings (the head expects unit vectors)."""
     device: str = "auto"
     """Device for the backbone: auto (CUDA when present), cpu, cuda, cuda:1, ..."""
+    image_size: int = 224
+    """Vision backbones: images are resized to image_size × image_size (224 for EfficientNet-Lite0, ImageNet)."""
 
 
 @dataclass
@@ -79,6 +81,8 @@ class TaskSpec:
     """Column holding the class (classification, clustering) or the 0/1 pair label."""
     score_column: str = "score"
     """Column holding the gold similarity (sts)."""
+    score_max: float = 5.0
+    """Top of the sts gold scale; a pair scoring ≥ 0.6 × score_max (3 of 5) is a contrastive positive."""
     split_column: str = ""
     """Column naming each row's split (train / test); empty → a seeded, stratified split."""
     test_fraction: float = 0.2
@@ -171,6 +175,8 @@ class EvalConfig:
     """Sparsity levels scored after training (each a top-k of the same pre-activations)."""
     tasks: list[str] = field(default_factory=list)
     """Tasks scored after training; empty → the training task's test split."""
+    after_training: bool = True
+    """Score the run when training ends: print a table and write eval.json into the run folder."""
 
 
 @dataclass

@@ -5,6 +5,7 @@ import os
 import sys
 
 from csrv2.config import Config
+from csrv2.run_eval import evaluate_run, format_results
 from csrv2.trainer import Trainer
 
 
@@ -18,9 +19,13 @@ def main(argv: list[str] | None = None) -> None:
         print(Config.describe())
         return
     config = Config.from_yaml(args.config, args.overrides)
-    Trainer(config).fit()
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks
-        print(f"trained head saved in {config.output_dir}", file=sys.stderr)
+    head = Trainer(config).fit()
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks
+        return
+    print(f"trained head saved in {config.output_dir}", file=sys.stderr)
+    has_eval = config.eval.tasks or config.data.task or config.data.eval_embeddings
+    if config.eval.after_training and has_eval and config.train.objective != "mrl":
+        print(format_results(evaluate_run(config, head)))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,10 @@ def loader_for(path: Path):
         from csrv2.bench import load_config
 
         return load_config
+    if family == "paper":
+        from csrv2.tables import GridConfig
+
+        return GridConfig.from_yaml
     return Config.from_yaml
 
 

@@ -1,0 +1,88 @@
+"""Score one trained run: the dense backbone and the head's codes at every k of eval.ks, on eval.tasks.
+
+The head's pre-activations are computed once per text; each k is a top-k of them (evaluate.SparseFeaturizer).
+Writes eval.json into the run folder and returns the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from torch import nn
+
+from csrv2.baselines import MRLHead
+from csrv2.checkpoint import atomic_write_text
+from csrv2.config import Config
+from csrv2.evaluate import DenseFeaturizer, EmbeddedTask, SparseFeaturizer, evaluate_task
+from csrv2.trainer import check_arrays, load_arrays
+
+
+def evaluation_config(config: Config) -> Config:
+    """The config whose backbone embeds the evaluation texts: a finetuned run's own backbone when it has one."""
+    folder = Path(config.output_dir) / "backbone"
+    if config.train.backbone == "frozen" or not folder.is_dir():
+        return config
+    return dataclasses.replace(config, backbone=dataclasses.replace(config.backbone, name=str(folder)))
+
+
+def evaluate_run(config: Config, head: nn.Module, tasks: list[str] | None = None) -> dict:
+    """{task: {"type", "dense", "sparse": {k: {"score", "dead_pct", "postings_per_query"}}}}, scores in [0, 1]."""
+    from csrv2.tables import prepare_task
+
+    if isinstance(head, MRLHead):
+        raise ValueError("evaluate_run scores sparse heads; MRL heads are scored by scripts/eval.py's tables")
+    names = tasks or config.eval.tasks or ([config.data.task] if config.data.task else [])
+    embedded = [arrays_task(config)] if config.data.eval_embeddings and not tasks else []
+    if not names and not embedded:
+        raise ValueError("nothing to evaluate: set eval.tasks, data.task or data.eval_embeddings")
+    eval_config = evaluation_config(config)
+    embedded += [prepare_task(name, eval_config).task for name in names]
+    results = {}
+    for task in embedded:
+        dense = evaluate_task(task, DenseFeaturizer(), config.eval.ks)[None]["score"]
+        sparse = evaluate_task(task, SparseFeaturizer(head), config.eval.ks)
+        results[task.name] = {
+            "type": task.type,
+            "dense": dense,
+            "sparse": {
+                k: {
+                    "score": r["score"],
+                    "dead_pct": r["stats"]["dead_pct"],
+                    "postings_per_query": r["stats"]["postings_per_query"],
+                }
+                for k, r in sparse.items()
+            },
+        }
+    out = Path(config.output_dir) / "eval.json"
+    if out.parent.is_dir():
+        atomic_write_text(out, json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def arrays_task(config: Config) -> EmbeddedTask:
+    """Classification on given arrays: logistic regression fit on data.embeddings, scored on data.eval_embeddings."""
+    train_x, train_y = check_arrays(*load_arrays(config.data.embeddings), "data.embeddings")
+    test_x, test_y = check_arrays(
+        *load_arrays(config.data.eval_embeddings, "data.eval_embeddings"), "data.eval_embeddings"
+    )
+    if train_y is None or test_y is None:
+        raise ValueError("data.embeddings and data.eval_embeddings need `labels` to be scored (classification)")
+    name = Path(config.data.eval_embeddings).stem
+    return EmbeddedTask(
+        name, "classification", {"train": train_x, "test": test_x}, {"train_labels": train_y, "test_labels": test_y}
+    )
+
+
+def format_results(results: dict) -> str:
+    """A markdown table: one row per task, the dense score, then score (dead %) at each k."""
+    ks = sorted({int(k) for r in results.values() for k in r["sparse"]})
+    lines = [
+        "| task | type | dense | " + " | ".join(f"k={k} (dead %)" for k in ks) + " |",
+        "|---|---|---|" + "---|" * len(ks),
+    ]
+    for name, r in results.items():
+        cells = [f"{100 * r['sparse'][k]['score']:.1f} ({r['sparse'][k]['dead_pct']:.0f})" for k in ks]
+        lines.append(f"| {name} | {r['type']} | {100 * r['dense']:.1f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
