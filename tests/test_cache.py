@@ -123,3 +123,19 @@ def test_dense_minilm_classifies_real_r8(tmp_path):
     Xte = cache.embed_texts(cfg, test.texts, "r8/test/subset400")
     acc = LogisticRegression(max_iter=2000, C=10).fit(Xtr, train.labels).score(Xte, test.labels)
     assert acc >= 0.9, acc
+
+
+def test_embed_script_fills_the_cache_from_a_yaml_config(fake, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    csv_path = tmp_path / "c.csv"
+    csv_path.write_text("text,label\n" + "\n".join(f"t{i},{i % 2}" for i in range(10)))
+    yaml_path = tmp_path / "run.yaml"
+    yaml_path.write_text(f"data:\n  task: c\n  tasks:\n    - name: c\n      path: {csv_path}\n")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "embed.py"
+    spec = importlib.util.spec_from_file_location("embed_script", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--config", str(yaml_path), "backbone.max_length=64"])
+    assert len(list((tmp_path / "embeddings").glob("*.npy"))) == 3  # training examples, train split, test split

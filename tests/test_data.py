@@ -151,3 +151,11 @@ def test_real_shared_sets_load_with_documented_splits():
     tweets = get_task("tweet89")
     texts, labels = tweets.training_texts()
     assert len(texts) + len(tweets.splits["test"]) == 2472 and labels.max() < 89
+
+
+def test_sts_from_a_file_uses_its_score_scale(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("text,text2,score,split\na,b,0.7,train\nc,d,0.5,train\ne,f,0.9,test\n")
+    spec = TaskSpec(name="s", type="sts", path=str(path), split_column="split", score_max=1.0)
+    ex = data.task_from_spec(spec).training_examples()
+    assert ex.texts == ["a", "b", "c", "d"] and ex.labels[0] == ex.labels[1] and ex.labels[2] != ex.labels[3]
