@@ -175,6 +175,8 @@ class EvalConfig:
     """Sparsity levels scored after training (each a top-k of the same pre-activations)."""
     tasks: list[str] = field(default_factory=list)
     """Tasks scored after training; empty → the training task's test split."""
+    after_training: bool = True
+    """Score the run when training ends: print a table and write eval.json into the run folder."""
 
 
 @dataclass
