@@ -213,28 +213,38 @@ def _f32(x) -> np.ndarray:
 
 
 def _training_arrays(task, config: Config, max_train: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    """The train split's examples with contrastive labels (csrv2.data), capped before embedding, then embedded with
-    the cache's keys (so an uncapped run shares the cache with `csrv2.cache.training_arrays`)."""
+    """The train split's examples with contrastive labels (csrv2.data), capped before embedding (seeded).
+
+    Uncapped, non-retrieval: `csrv2.cache.training_arrays` (its cache keys). Retrieval documents are looked up in
+    the corpus embeddings the evaluation uses, so the corpus is embedded once.
+    """
     from csrv2 import cache
 
-    if max_train == 0:
+    if max_train == 0 and task.type != "retrieval":
         x, labels = cache.training_arrays(config)
         return _f32(x), np.asarray(labels)
     ex = task.training_examples("train")
     n = len(ex.labels)
-    rows = np.sort(rng.choice(n, max_train, replace=False)) if n > max_train else np.arange(n)
-    bb, base = config.backbone, f"{task.name}/train"
+    rows = np.sort(rng.choice(n, max_train, replace=False)) if max_train and n > max_train else np.arange(n)
+    bb, base, sub = config.backbone, f"{task.name}/train", f"-sub{len(rows)}" if len(rows) < n else ""
     if ex.images is not None:
-        return _f32(cache.embed_images(bb, ex.images[rows], f"{base}/images-sub{len(rows)}")), ex.labels[rows]
+        return _f32(cache.embed_images(bb, ex.images[rows], f"{base}/images{sub}")), ex.labels[rows]
     texts = np.array(ex.texts, dtype=object)[rows]
     is_query = ex.is_query[rows]
-    x = None
+    x = np.empty((len(rows), 0), dtype=np.float32)
     for kind, part_rows in (("query", np.flatnonzero(is_query)), ("document", np.flatnonzero(~is_query))):
-        if len(part_rows):
-            part = cache.embed_texts(bb, texts[part_rows].tolist(), f"{base}/train-{kind}-sub{len(rows)}", kind)
-            if x is None:
-                x = np.empty((len(rows), part.shape[1]), dtype=np.float32)
-            x[part_rows] = part
+        if not len(part_rows):
+            continue
+        part_texts = texts[part_rows].tolist()
+        if kind == "document" and task.type == "retrieval":
+            corpus = cache.embed_texts(bb, task.corpus, f"{task.name}/corpus")  # (N_corpus, d), shared with eval
+            row_of = {t: i for i, t in enumerate(task.corpus)}
+            part = np.asarray(corpus)[[row_of[t] for t in part_texts]]
+        else:
+            part = cache.embed_texts(bb, part_texts, f"{base}/train-{kind}{sub}", kind)
+        if x.shape[1] == 0:
+            x = np.empty((len(rows), part.shape[1]), dtype=np.float32)
+        x[part_rows] = part
     return x, ex.labels[rows]
 
 
