@@ -95,7 +95,7 @@ class BenchConfig:
     output: str = "docs/benchmarks.md"
     """Markdown report written here ('' = print only)."""
     results_json: str = ""
-    """Raw results written here as JSON ('' = next to `output`, suffix .json)."""
+    """Raw results written here as JSON ('' = cache_dir/results_<output name>.json)."""
     cache_dir: str = ""
     """Where embeddings and heads are cached; empty → $CSRV2_HOME/bench."""
 
@@ -232,6 +232,9 @@ def embed(config: BenchConfig, texts: list[str]) -> np.ndarray:
     return emb.astype(np.float32)
 
 
+TRAIN_TIMES: dict[str, dict] = {}  # head name → {"seconds", "samples", "epochs"} of its training (train_heads)
+
+
 # -- heads ------------------------------------------------------------------------------------------------
 def train_heads(config: BenchConfig, embeddings: np.ndarray, labels: np.ndarray) -> tuple[dict, Any]:
     """{k: SparseHead} and an MRLHead, trained with csrv2.trainer on the database texts (cached by content).
@@ -275,8 +278,17 @@ def train_heads(config: BenchConfig, embeddings: np.ndarray, labels: np.ndarray)
                 train["k_start"] = max(k, min(t.k_start, t.hidden // 4))
             cfg = Config.from_dict({"output_dir": str(folder), "head": head_cfg, "train": train})
             torch.set_num_threads(os.cpu_count() or 1)
-            Trainer(cfg, arrays=(embeddings, labels)).fit()
+            _, seconds = timed(lambda cfg=cfg: Trainer(cfg, arrays=(embeddings, labels)).fit())
+            # Training throughput on cached embeddings (samples/s), kept beside the head for the report.
+            (folder / "bench_train_time.json").write_text(
+                json.dumps({"seconds": seconds, "samples": len(embeddings) * t.epochs, "epochs": t.epochs}) + "\n"
+            )
         heads[name] = MRLHead.from_pretrained(folder) if name == "mrl" else SparseHead.from_pretrained(folder)
+    TRAIN_TIMES.clear()
+    for name in heads:
+        path = root / name / "bench_train_time.json"
+        if path.is_file():
+            TRAIN_TIMES[name] = json.loads(path.read_text())
     mrl = heads.pop("mrl")
     return {int(name[1:]): head for name, head in heads.items()}, mrl
 
@@ -331,7 +343,7 @@ def top_quality(found: np.ndarray, truth: np.ndarray, labels_db: np.ndarray, lab
 
 
 # -- timing ---------------------------------------------------------------------------------------------
-def time_single(fn, n: int) -> dict:
+def time_single(fn, n: int, raw: bool = False):
     """Call fn(i) for i < n one at a time; wall-clock latency median / p99 in µs (after one warm-up call)."""
     fn(0)
     times = np.empty(n)
@@ -339,7 +351,8 @@ def time_single(fn, n: int) -> dict:
         start = time.perf_counter()
         fn(i)
         times[i] = time.perf_counter() - start
-    return {"median_us": float(np.median(times) * 1e6), "p99_us": float(np.percentile(times, 99) * 1e6), "n": n}
+    out = {"median_us": float(np.median(times) * 1e6), "p99_us": float(np.percentile(times, 99) * 1e6), "n": n}
+    return (out, times) if raw else out
 
 
 def time_batch(fn, n_queries: int, max_repeats: int = 3) -> dict:
@@ -389,7 +402,7 @@ def scipy_topn(matrix_t, queries, top: int):
     return scores, ids
 
 
-def bench_sparse(config: BenchConfig, codes_db, codes_q, methods: list[str]) -> dict:
+def bench_sparse(config: BenchConfig, codes_db, codes_q, methods: list[str], save_dir: Path | None = None) -> dict:
     """Every sparse method on one database (N, k) and its queries: latency, queries/s, memory, build, agreement."""
     import torch
 
@@ -403,15 +416,31 @@ def bench_sparse(config: BenchConfig, codes_db, codes_q, methods: list[str]) -> 
     singles = [codes_q[i : i + 1] for i in range(len(codes_q))]
     touched = index.postings_touched(codes_q)
     index.search(codes_q[:16], top=top, threads=threads)  # warm-up: starts numba's thread pool
+    single, times = time_single(lambda i: index.search(singles[i], top=top, threads=1), n_lat, raw=True)
+    # Cost model: latency ≈ fixed + per_posting · postings touched (robust fit: least squares on the faster 90 %).
+    keep = times <= np.quantile(times, 0.9)
+    slope, fixed = np.polyfit(touched[:n_lat][keep].astype(np.float64), times[keep], 1)
     out["sparse_index"] = {
         "build_s": build,
         "bytes_per_vector": index.memory_bytes() / len(index),
-        **time_single(lambda i: index.search(singles[i], top=top, threads=1), n_lat),
+        **single,
+        "fit_fixed_us": float(fixed * 1e6),
+        "fit_ns_per_posting": float(slope * 1e9),
         **time_batch(lambda: index.search(codes_q[:n_batch], top=top, threads=threads), n_batch),
         "postings_touched_mean": float(touched[:n_lat].mean()),
         "postings_touched_median": float(np.median(touched[:n_lat])),
         "skew": skew_stats(index),
     }
+    if save_dir is not None:  # open time of a saved index with memory mapping, and its first (cold) query
+        import shutil
+
+        SparseIndex.build(codes_db[:100]).save(save_dir)  # a tiny mapped index first: numba's read-only kernels
+        SparseIndex.load(save_dir, mmap=True).search(singles[0], top=top)  # load from its cache (or compile) here
+        _, out["sparse_index"]["save_s"] = timed(lambda: index.save(save_dir))
+        loaded, out["sparse_index"]["load_mmap_s"] = timed(lambda: SparseIndex.load(save_dir, mmap=True))
+        _, out["sparse_index"]["first_query_after_load_s"] = timed(lambda: loaded.search(singles[0], top=top))
+        del loaded
+        shutil.rmtree(save_dir, ignore_errors=True)
     ref_scores, _ = index.search(codes_q[:n_batch], top=top, threads=threads)
     n_slow_batch = min(n_batch, config.slow_batch_queries)
     if "scipy" in methods:
@@ -550,6 +579,7 @@ def run(config: BenchConfig, command: str = "", log=print) -> dict:
         quality[f"mrl_{m}"] = top_quality(ix.search(mrl_q[m], config.top)[1], truth, labels[pool], labels[q_rows])
     results["quality"] = quality
     log(json.dumps(quality))
+    results["training"] = dict(TRAIN_TIMES)
     results["overhead"] = encode_overhead(config, texts[: min(512, len(texts))], heads, emb)
     results["read_bandwidth_gbs"] = read_bandwidth()
     log(json.dumps(results["overhead"]))
@@ -566,17 +596,20 @@ def run(config: BenchConfig, command: str = "", log=print) -> dict:
                 size[f"faiss_mrl_{m}"] = bench_dense(config, mrl_pool[m][rows], mrl_q[m], config.latency_queries)
                 log(f"N={n} faiss_mrl_{m} {size[f'faiss_mrl_{m}']}")
         for k in config.ks:
-            methods = bench_sparse(config, codes_pool[k][torch.from_numpy(rows)], codes_q[k], config.methods)
+            last = n == config.sizes[-1] and k == config.ks[-1]
+            save_dir = config.cache() / "index_load_test" if last else None
+            methods = bench_sparse(config, codes_pool[k][torch.from_numpy(rows)], codes_q[k], config.methods, save_dir)
             for name, value in methods.items():
                 size[f"{name}_k{k}"] = value
                 log(f"N={n} {name}_k{k} {value}")
         results["sizes"][str(n)] = size
+        if config.output:  # after every size, so a long run that stops late still leaves its tables
+            write_report(results, Path(config.output))
+            json_path = Path(config.results_json or config.cache() / f"results_{Path(config.output).stem}.json")
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(results, indent=1) + "\n")
     if not config.output:
         log(report_markdown(results))
-    else:
-        write_report(results, Path(config.output))
-        json_path = Path(config.results_json or Path(config.output).with_suffix(".json"))
-        json_path.write_text(json.dumps(results, indent=1) + "\n")
     return results
 
 
@@ -663,7 +696,8 @@ def report_markdown(results: dict) -> str:
             "",
             f"### N = {int(n):,}: single-query latency, × = times slower than SparseIndex at the same k",
             "",
-            "| k | SparseIndex median µs | p99 µs | postings touched (mean) | ns / posting | bandwidth bound µs | "
+            "| k | SparseIndex median µs | p99 µs | postings touched (mean) | fit: fixed µs + ns / posting | "
+            "bandwidth bound µs | "
             "scipy × | ST semantic_search × | torch sparse mm × | faiss flat-384 × | faiss MRL k dims × | "
             "faiss MRL matched dims × |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -678,7 +712,7 @@ def report_markdown(results: dict) -> str:
             bound = a["postings_touched_mean"] * 8 / (bw * 1e3) if bw else None
             lines.append(
                 f"| {k} | {_fmt(med)} | {_fmt(a['p99_us'])} | {_fmt(a['postings_touched_mean'])} | "
-                f"{_fmt(med * 1e3 / max(a['postings_touched_mean'], 1))} | {_fmt(bound)} | "
+                f"{_fmt(a.get('fit_fixed_us'))} + {_fmt(a.get('fit_ns_per_posting'))} | {_fmt(bound)} | "
                 f"{ratio(size.get(f'scipy_k{k}'))} | {ratio(size.get(f'st_sparse_k{k}'))} | "
                 f"{ratio(size.get(f'torch_sparse_k{k}'))} | {ratio(flat)} | "
                 f"{ratio(size.get(f'faiss_mrl_{k}'))} | "
@@ -738,6 +772,28 @@ def report_markdown(results: dict) -> str:
         for k in ks:
             if f"head_k{k}_ms_per_text" in ov:
                 lines.append(f"| {k} | {ov[f'head_k{k}_ms_per_text']:.4f} | {ov[f'head_k{k}_overhead_pct']:.2f} |")
+    training = results.get("training") or {}
+    if training:
+        lines += [
+            "",
+            "### Head training on cached embeddings (csrv2.trainer, all cores)",
+            "",
+            "| head | epochs | seconds | samples/s |",
+            "|---|---|---|---|",
+        ]
+        for name, t in training.items():
+            lines.append(f"| {name} | {t['epochs']} | {t['seconds']:.1f} | {t['samples'] / t['seconds']:,.0f} |")
+    for n, size in results["sizes"].items():
+        for k in ks:
+            a = size.get(f"sparse_index_k{k}", {})
+            if "load_mmap_s" in a:
+                mib = a["bytes_per_vector"] * int(n) / 2**20
+                lines += [
+                    "",
+                    f"Saved index (N = {int(n):,}, k = {k}, {mib:,.0f} MiB): save {a['save_s']:.2f} s, "
+                    f"`SparseIndex.load(path, mmap=True)` {a['load_mmap_s'] * 1e3:.2f} ms, first query after load "
+                    f"(cold pages) {a['first_query_after_load_s'] * 1e3:.1f} ms.",
+                ]
     if bw:
         lines += [
             "",

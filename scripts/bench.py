@@ -2,7 +2,7 @@
 
     python scripts/bench.py --config configs/bench/retrieval.yaml [key=value ...]
 
-Writes the tables into docs/benchmarks.md (between its bench markers) and the raw numbers next to it as JSON.
+Writes the tables into docs/benchmarks.md (between its bench markers), raw numbers as JSON under $CSRV2_HOME/bench.
 """
 
 import os
