@@ -254,7 +254,7 @@ class Trainer:
             epoch, position = divmod(step, steps_per_epoch)
             if epoch_cache[0] != epoch:
                 epoch_cache = (epoch, self.batches(labels, n, epoch))
-            local = world.shard(np.sort(epoch_cache[1][position]))  # sorted rows read a memory map sequentially
+            local = world.shard(epoch_cache[1][position])  # contiguous: class-aware groups stay together
             k_t = schedule(step)
             warm = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps else 1.0
             for group, base in zip(optimizer.param_groups, base_lrs):
@@ -262,7 +262,7 @@ class Trainer:
 
             optimizer.zero_grad(set_to_none=True)
             for micro in np.array_split(local, t.grad_accum_steps):
-                x, target, y = inputs(micro)
+                x, target, y = inputs(np.sort(micro))  # sorted rows read a memory map sequentially
                 parts = self.step_loss(head, x, y, k_t, target)
                 (parts["loss"] / t.grad_accum_steps).backward()
                 metrics.add(parts)

@@ -1,0 +1,76 @@
+"""train.backbone=full: the backbone learns through the sparse objective, is checkpointed, resumed and saved."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from csrv2 import Config
+from csrv2.trainer import Trainer
+
+pytest.importorskip("transformers")
+
+WORDS = ["river", "bank", "loan", "money", "fish", "water", "credit", "boat", "interest", "shore", "cash", "stream"]
+
+
+@pytest.fixture
+def small_task(tmp_path):
+    """A 3-class csv of short texts (mechanics, not quality: it only has to give positives)."""
+    rows = ["text,label"]
+    for i in range(48):
+        label = i % 3
+        words = " ".join(WORDS[(label * 4 + j + i) % 12] for j in range(5))
+        rows.append(f"the {words} number {i},{label}")
+    path = tmp_path / "small.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def finetune_config(tmp_path, small_task, **train):
+    return Config.from_dict(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "backbone": {"name": "all-MiniLM-L6-v2", "max_length": 16},
+            "head": {"hidden": 256, "k": 2, "k_aux": 0},
+            "data": {"task": "small", "tasks": [{"name": "small", "path": str(small_task)}]},
+            "train": {
+                "backbone": "full",
+                "batch_size": 12,
+                "max_steps": 4,
+                "log_every": 1,
+                "checkpoint_every": 2,
+                "backbone_lr": 1e-4,
+                "warmup_steps": 2,
+                "max_grad_norm": 1.0,
+                "grad_accum_steps": 2,
+                **train,
+            },
+        }
+    )
+
+
+def test_full_finetuning_updates_backbone_and_resumes(tmp_path, small_task):
+    from csrv2.finetune import TrainableTextBackbone
+
+    cfg = finetune_config(tmp_path, small_task)
+    before = {k: v.clone() for k, v in TrainableTextBackbone(cfg.backbone, cfg.train).state_dict().items()}
+    Trainer(cfg).fit()
+    run = tmp_path / "run"
+    assert (run / "backbone" / "model.safetensors").is_file()
+    from safetensors.torch import load_file
+
+    after = load_file(str(run / "backbone" / "model.safetensors"))
+    changed = [k for k in after if not torch.equal(after[k], before["model." + k])]
+    assert len(changed) > len(after) // 2  # the backbone learned, not only the head
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["lr"] for line in lines[:3]] == [5e-5, 1e-4, 1e-4]  # warmup over 2 steps, head group
+    assert sum(line["contrastive_loss"] for line in lines) > 0  # a one-class micro-batch alone gives 0
+
+    # Resume from step 2 reproduces the uninterrupted final head.
+    straight = Trainer(finetune_config(tmp_path / "b", small_task)).fit()
+    for step_dir in sorted(run.glob("step_*"))[1:]:  # as if killed between step 2's and step 4's checkpoints
+        shutil.rmtree(step_dir)
+    (run / "head.safetensors").unlink()
+    resumed = Trainer(finetune_config(tmp_path, small_task, resume=True)).fit()
+    torch.testing.assert_close(resumed.weight, straight.weight)
