@@ -552,15 +552,16 @@ def plot(records: list[dict], ks: list[int], methods: list[str], path: Path) -> 
 
     s = summary(records, ks, methods)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for m in methods:
+    for i, m in enumerate(methods):
         ys = [s["tasks"][m][k] for k in ks]
         if all(y is None for y in ys):
             continue
+        color = f"C{i}"  # one colour per method in both panels
         style = "--" if m == "dense" else "-o"
-        ax1.plot(ks, [math.nan if y is None else y for y in ys], style, label=LABELS[m])
+        ax1.plot(ks, [math.nan if y is None else y for y in ys], style, color=color, label=LABELS[m])
         dead = [s["dead"][m][k] for k in ks]
         if any(v is not None for v in dead):
-            ax2.plot(ks, [math.nan if v is None else v for v in dead], "-o", label=LABELS[m])
+            ax2.plot(ks, [math.nan if v is None else v for v in dead], "-o", color=color, label=LABELS[m])
     for ax, title in ((ax1, "score (mean over tasks, × 100)"), (ax2, "dead latents (%)")):
         ax.set_xscale("log", base=2)
         ax.set_xticks(ks, [str(k) for k in ks])
@@ -568,6 +569,7 @@ def plot(records: list[dict], ks: list[int], methods: list[str], path: Path) -> 
         ax.set_title(title)
         ax.grid(alpha=0.3)
     ax1.legend(fontsize=7)
+    ax2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
