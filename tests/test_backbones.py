@@ -93,3 +93,13 @@ def test_efficientnet_lite0_features_separate_real_digits():
     assert x.shape == (6, 1280) and enc.dim == 1280
     sim = x @ x.T  # same digit closer than different digits, on average
     assert sim[:3, :3].mean() > sim[:3, 3:].mean() and sim[3:, 3:].mean() > sim[:3, 3:].mean()
+
+
+def test_paraphrase_minilm_l3_converted_from_onnx():
+    """The ONNX → BertModel conversion (asset paraphrase-MiniLM-L3-v2, 63 MB wheel). Checked once against
+    onnxruntime on the original file: cosine 1.0000 per row (onnxruntime is not a dependency, so not re-run here)."""
+    enc = load_backbone(BackboneConfig(name="paraphrase-MiniLM-L3-v2", device="cpu"))
+    assert enc.dim == 384 and enc.max_length == 128 and enc.model.config.num_hidden_layers == 3
+    x = enc.encode(["A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell today."],
+                   progress=False)
+    assert x[0] @ x[1] > 0.7 and x[0] @ x[2] < 0.3, x @ x.T
