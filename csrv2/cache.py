@@ -62,8 +62,9 @@ def _fingerprint_texts(texts: Sequence[str]) -> str:
 
 
 def _load_or_compute(path: Path, n: int, compute) -> np.ndarray:
+    # mmap_mode "c" (copy-on-write): callers may write to the array (torch wants writable memory), the file never changes
     if path.is_file():
-        x = np.load(path, mmap_mode="r")
+        x = np.load(path, mmap_mode="c")
         if x.shape[0] == n:
             return x
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +77,7 @@ def _load_or_compute(path: Path, n: int, compute) -> np.ndarray:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return np.load(path, mmap_mode="r")
+    return np.load(path, mmap_mode="c")
 
 
 def embed_texts(backbone_cfg: BackboneConfig, texts: Sequence[str], key: str, kind: str = "document") -> np.ndarray:
