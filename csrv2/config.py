@@ -7,6 +7,7 @@ YAML files hold only the differences from these defaults.
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import inspect
 import textwrap
@@ -197,7 +198,7 @@ class Config:
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, raw: dict, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-        raw = _apply_overrides(dict(raw or {}), overrides)
+        raw = _apply_overrides(copy.deepcopy(raw or {}), overrides)  # never write into the caller's dicts
         config = _build(cls, raw, "")
         config.validate()
         return config
