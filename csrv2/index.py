@@ -123,6 +123,14 @@ def _search_one(offsets, doc_ids, values, q_idx, q_val, acc, flag, touched, out_
             ptr[1, n_lists] = offsets[lat + 1]
             weights[n_lists] = q_val[j]
             n_lists += 1
+    # Longest list first: within a block the first list needs no "seen before?" test (see below).
+    for a in range(1, n_lists):
+        b = a
+        while b > 0 and ptr[1, b] - ptr[0, b] > ptr[1, b - 1] - ptr[0, b - 1]:
+            for r in range(2):
+                ptr[r, b], ptr[r, b - 1] = ptr[r, b - 1], ptr[r, b]
+            weights[b], weights[b - 1] = weights[b - 1], weights[b]
+            b -= 1
     hs = np.empty(top, np.float32)  # size-`top` heap, root = worst kept (score, id)
     hi = np.empty(top, np.int64)
     n = 0
@@ -136,7 +144,22 @@ def _search_one(offsets, doc_ids, values, q_idx, q_val, acc, flag, touched, out_
         base = first - first % BLOCK
         stop = base + BLOCK
         n_cand = 0
-        for j in range(n_lists):
+        # First list: a list holds a doc once, so every posting is a new candidate of this block.
+        w = weights[0]
+        p = ptr[0, 0]
+        e = ptr[1, 0]
+        while p < e:
+            d = doc_ids[p]
+            if d >= stop:
+                break
+            loc = d - base
+            acc[loc] = w * values[p]
+            touched[n_cand] = loc
+            n_cand += 1
+            flag[loc] = 1
+            p += 1
+        ptr[0, 0] = p
+        for j in range(1, n_lists):
             w = weights[j]
             p = ptr[0, j]
             e = ptr[1, j]
