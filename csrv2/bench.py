@@ -133,6 +133,11 @@ class BenchConfig:
         return Path(self.cache_dir).expanduser() if self.cache_dir else csrv2_home() / "bench"
 
 
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> BenchConfig:
+    """Strict loader of configs/bench/*.yaml (unknown key or wrong type → ConfigError naming it)."""
+    return BenchConfig.from_yaml(path, overrides)
+
+
 # -- real data ----------------------------------------------------------------------------------------
 def _data_root(config: BenchConfig) -> Path:
     root = config.data_dir or os.environ.get("CSRV2_SHARED_DATA", "") or "../shared/data"
