@@ -54,6 +54,7 @@ class TextEncoder:
     """A transformers encoder with pooling, optional prompts, truncation to `max_length` and L2 normalisation."""
 
     def __init__(self, cfg: BackboneConfig):
+        import transformers
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -64,7 +65,10 @@ class TextEncoder:
         hf_logging.disable_progress_bar()  # one bar per run (DESIGN.md): ours, over the texts
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModel.from_pretrained(path).eval().to(self.device)
+            # on CUDA keep the checkpoint's own dtype (bf16 for 4-7B LLM embedders: half the memory of float32)
+            dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+            extra = {dtype_arg: "auto"} if self.device.type == "cuda" else {}
+            self.model = AutoModel.from_pretrained(path, **extra).eval().to(self.device)
         except OSError as err:
             raise OSError(f"backbone.name={cfg.name!r}: not an asset ({', '.join(assets.ASSETS)}), not a local "
                           f"folder, and loading it as a Hugging Face id failed: {err}") from err
