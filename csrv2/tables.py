@@ -221,7 +221,9 @@ def _training_arrays(task, config: Config, max_train: int, rng) -> tuple[np.ndar
     from csrv2 import cache
 
     if max_train == 0 and task.type != "retrieval":
-        x, labels = cache.training_arrays(config)
+        # training_arrays reads data.task: point it at this task, whatever the run trained on
+        task_config = dataclasses.replace(config, data=dataclasses.replace(config.data, task=task.name))
+        x, labels = cache.training_arrays(task_config)
         return _f32(x), np.asarray(labels)
     ex = task.training_examples("train")
     n = len(ex.labels)
