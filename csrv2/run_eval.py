@@ -38,7 +38,7 @@ def evaluate_run(config: Config, head: nn.Module, tasks: list[str] | None = None
     if not names and not embedded:
         raise ValueError("nothing to evaluate: set eval.tasks, data.task or data.eval_embeddings")
     eval_config = evaluation_config(config)
-    embedded += [prepare_task(name, eval_config).task for name in names]
+    embedded += [prepare_task(name, eval_config, for_training=False).task for name in names]
     results = {}
     for task in embedded:
         dense = evaluate_task(task, DenseFeaturizer(), config.eval.ks)[None]["score"]

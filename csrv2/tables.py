@@ -147,11 +147,14 @@ class PreparedTask:
     train_labels: np.ndarray | None  # (N_train,) contrastive labels
 
 
-def prepare_task(name: str, config: Config, max_train: int = 0, max_eval: int = 0, seed: int = 0) -> PreparedTask:
+def prepare_task(
+    name: str, config: Config, max_train: int = 0, max_eval: int = 0, seed: int = 0, for_training: bool = True
+) -> PreparedTask:
     """A catalog (or data.tasks) task → its evaluation split's embeddings per role (cached) and training arrays.
 
     max_train / max_eval: seeded row caps applied before embedding (0 → all rows). Classification and image tasks
     score logistic regression / 1-NN on the same train rows the heads train on.
+    for_training=False: only what scoring needs (other task types then skip embedding their train split).
     """
     from csrv2 import cache, data
 
@@ -160,7 +163,10 @@ def prepare_task(name: str, config: Config, max_train: int = 0, max_eval: int = 
         raise ValueError(f"task {name!r}: type {task.type!r} cannot be scored; valid: {', '.join(ROLES)}")
     rng = np.random.default_rng(seed)
     bb = config.backbone
-    train_x, train_y = _training_arrays(task, config, max_train, rng)
+    if for_training or task.type in ("classification", "image_classification"):  # classifiers fit on the train split
+        train_x, train_y = _training_arrays(task, config, max_train, rng)
+    else:  # scoring only: other types never look at their train split
+        train_x, train_y = np.empty((0, 0), np.float32), None
     split_name = task.test_split
     split = task.splits[split_name]
     key = f"{name}/{split_name}"
