@@ -120,8 +120,8 @@ def training_arrays(config: Config) -> tuple[np.ndarray, np.ndarray]:
     Labels follow the task type (PAPER.md; see csrv2.data.Task.training_examples).
     """
     if not config.data.task:
-        raise ValueError("data.task is empty: name a catalog task (python -c 'import csrv2.data as d; "
-                         "print(d.list_tasks())') or one defined in data.tasks")
+        raise ValueError("data.task is empty: name a catalog task (python -m csrv2.data list) "
+                         "or one defined in data.tasks")
     task = get_task(config.data.task, config.data.tasks)
     return _embed_examples(config.backbone, task, "train")
 

@@ -596,3 +596,31 @@ def task_from_spec(spec: TaskSpec) -> Task:
     splits = {("dev" if s == "validation" else s): v for s, v in splits.items()}
     return Task(spec.name, spec.type, splits, f"{spec.type} from {spec.path}", names, score_max=spec.score_max)
 
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m csrv2.data list` prints the catalog; `python -m csrv2.data show NAME` loads one task."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m csrv2.data", description="the csrv2 task catalog")
+    parser.add_argument("cmd", choices=["list", "show"])
+    parser.add_argument("name", nargs="?")
+    args = parser.parse_args(argv)
+    if args.cmd == "list":
+        for name, task_type, description in list_tasks():
+            print(f"{name:22s} {task_type:21s} {description}")
+        return
+    if not args.name:
+        parser.error("show needs a task name")
+    task = get_task(args.name)
+    print(f"{task.name} ({task.type}): {task.description}")
+    for split, s in task.splits.items():
+        print(f"  {split}: {len(s)} rows")
+    if task.corpus:
+        print(f"  corpus: {len(task.corpus)} documents")
+    if task.label_names:
+        print(f"  {len(task.label_names)} classes: {', '.join(task.label_names[:10])}{' ...' * (len(task.label_names) > 10)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -159,3 +159,9 @@ def test_sts_from_a_file_uses_its_score_scale(tmp_path):
     spec = TaskSpec(name="s", type="sts", path=str(path), split_column="split", score_max=1.0)
     ex = data.task_from_spec(spec).training_examples()
     assert ex.texts == ["a", "b", "c", "d"] and ex.labels[0] == ex.labels[1] and ex.labels[2] != ex.labels[3]
+
+
+def test_cli_lists_the_catalog(capsys):
+    data.main(["list"])
+    out = capsys.readouterr().out
+    assert "r8" in out and "news-title-body" in out and "retrieval" in out
