@@ -13,8 +13,9 @@ per-thread accumulator that stays in L2 cache (a dense N-long accumulator would 
 N = 1M); only blocks holding a posting are visited. Candidates are reduced with a size-`top` heap; ties go to the
 lower document id.
 
-Products of float32 are exact in float64 and sums of ≤ k of them almost so; scores are rounded to float32 at the end,
-so results do not depend on the order of a query's latents and equal a float64 brute force `Q @ Dᵀ` rounded to float32.
+Products of float32 are exact in float64 and sums of ≤ k of them almost so; scores are rounded to float32 at the
+end, so results do not depend on the order of a query's latents and equal a float64 brute force `Q @ Dᵀ` rounded to
+float32.
 
 Only documents sharing an active latent with the query are candidates. With fewer than `top` candidates the rest of
 the row is padded with score -inf and id -1 (documents with no shared latent score 0 and are not returned).
@@ -107,7 +108,8 @@ BLOCK = 16384  # documents per accumulator block: 16384 × (8 + 1 + 4) bytes ≈
 def _search_one(offsets, doc_ids, values, q_idx, q_val, acc, flag, touched, out_s, out_i):
     """One query: q_idx, q_val (k,) → out_s (top,) float32, out_i (top,) int64, best first.
 
-    Scratch of this thread: acc (BLOCK,) float64 and flag (BLOCK,) uint8 (both all zero between calls), touched (BLOCK,) int32.
+    Scratch of this thread: acc (BLOCK,) float64 and flag (BLOCK,) uint8 (both all zero between calls),
+    touched (BLOCK,) int32.
     The query's posting lists (each ascending in doc id) are walked together one block of BLOCK
     document ids at a time, so the accumulator stays cache-resident; only blocks holding a posting are visited, so
     the work is O(postings touched + k · blocks visited), never O(N).
