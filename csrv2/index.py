@@ -454,7 +454,11 @@ class SparseIndex:
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True) -> SparseIndex:
-        """Open a saved index; mmap=True maps the arrays read-only (opening costs O(1), pages load on use)."""
+        """Open a saved index; mmap=True maps the arrays read-only (opening costs O(1), pages load on use).
+
+        numba compiles separate kernels for read-only arrays: the very first search on a mapped index in a fresh
+        numba cache takes ~2 s to compile them; afterwards they load from the on-disk cache.
+        """
         path = Path(path)
         meta_path = path / "index.json"
         if not meta_path.is_file():

@@ -175,3 +175,19 @@ def test_skew_stats_uniform_and_skewed():
     stats = skew_stats(skewed)
     # p = (4/8, 1/8 ×4): h Σp² = 8 (1/4 + 4/64) = 2.5; 3 of 8 latents never used.
     assert stats["inflation"] == pytest.approx(2.5) and stats["dead_fraction"] == pytest.approx(3 / 8)
+
+
+def test_signed_values_match_brute_force(kernel):
+    """Negative query or document values (not produced by a ReLU head, but allowed) still rank exactly."""
+    rng = np.random.default_rng(4)
+    docs, queries = random_codes(rng, 400, 16, 3), random_codes(rng, 10, 16, 3)
+
+    def signs(c: SparseCodes) -> SparseCodes:
+        flip = torch.from_numpy(rng.choice([-1.0, 1.0], tuple(c.values.shape))).float()
+        return SparseCodes(c.indices, c.values * flip, c.dim)
+
+    docs, queries = signs(docs), signs(queries)
+    scores, ids = SparseIndex.build(docs).search(queries, top=15)
+    exp_s, exp_i = brute_force(docs, queries, 15)
+    np.testing.assert_array_equal(ids.numpy(), exp_i)
+    np.testing.assert_allclose(scores.numpy(), exp_s)
