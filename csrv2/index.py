@@ -17,8 +17,12 @@ Products of float32 are exact in float64 and sums of ≤ k of them almost so; sc
 end, so results do not depend on the order of a query's latents and equal a float64 brute force `Q @ Dᵀ` rounded to
 float32.
 
-Only documents sharing an active latent with the query are candidates. With fewer than `top` candidates the rest of
-the row is padded with score -inf and id -1 (documents with no shared latent score 0 and are not returned).
+Results equal brute force over all N documents: documents sharing no active latent with the query score exactly 0
+and are ranked like any other (by id among equal scores). The kernels score only the candidates; when a query has
+fewer than `top` candidates, or its worst kept score is ≤ 0 (possible only with zero or negative values), the
+lowest-id non-candidates are merged in with score 0 — found from the query's posting lists, never by an O(N) scan
+unless the candidates themselves cover the low ids. Only an index with fewer than `top` documents pads the row with
+score -inf and id -1.
 
 The kernels use numba (optional dependency; `pip install numba`) and run in parallel over queries. Without numba a
 numpy path gives identical results, more slowly.
@@ -370,7 +374,8 @@ class SparseIndex:
         """Exact top-`top` documents by dot product for each query.
 
         queries: SparseCodes (Q, k) or scipy sparse (Q, h). Returns (scores (Q, top) float32, ids (Q, top) int64),
-        best first, ties by lower id, padded with (-inf, -1) past the last candidate. torch tensors when the queries
+        best first, ties by lower id, equal to brute force `Q @ Dᵀ` (documents sharing no latent score 0); padded
+        with (-inf, -1) only when the index holds fewer than `top` documents. torch tensors when the queries
         are SparseCodes, numpy arrays otherwise. threads: numba threads for Q > 1 (None = all).
         """
         if not isinstance(top, int | np.integer) or top < 1:
@@ -384,9 +389,34 @@ class SparseIndex:
         else:
             for q in range(n_q):
                 _search_one_numpy(self.offsets, self.doc_ids, self.values, q_idx[q], q_val[q], out_s[q], out_i[q])
+        # Rows whose kept scores do not all beat 0 may rank documents without a shared latent (score 0) higher.
+        for q in np.flatnonzero((out_i[:, -1] < 0) | (out_s[:, -1] <= 0)):
+            self._merge_zero_scores(q_idx[q], q_val[q], out_s[q], out_i[q])
         if isinstance(queries, SparseCodes):
             return torch.from_numpy(out_s), torch.from_numpy(out_i)
         return out_s, out_i
+
+    def _merge_zero_scores(self, q_idx, q_val, out_s, out_i) -> None:
+        """Merge the lowest-id documents sharing no latent with the query (score 0) into one result row (top,)."""
+        top = out_s.shape[0]
+        lists = [self.doc_ids[self.offsets[lat] : self.offsets[lat + 1]] for lat, w in zip(q_idx, q_val) if w != 0]
+        bound = 2 * top
+        while True:  # non-candidate ids below `bound`; double it until `top` of them are found (work ∝ candidates)
+            bound = min(bound, self.n_docs)
+            below = [lst[: np.searchsorted(lst, bound)] for lst in lists]
+            cands = np.unique(np.concatenate(below)) if below else np.empty(0, np.int64)
+            zeros = np.setdiff1d(np.arange(bound, dtype=np.int64), cands, assume_unique=True)[:top]
+            if len(zeros) >= top or bound == self.n_docs:
+                break
+            bound *= 2
+        kept = out_i >= 0
+        ids = np.concatenate([out_i[kept], zeros])
+        scores = np.concatenate([out_s[kept], np.zeros(len(zeros), np.float32)])
+        order = np.lexsort((ids, -scores))[:top]
+        out_s[:] = -np.inf
+        out_i[:] = -1
+        out_s[: len(order)] = scores[order]
+        out_i[: len(order)] = ids[order]
 
     def _search_numba(self, q_idx, q_val, out_s, out_i, threads):
         n_threads = numba.config.NUMBA_NUM_THREADS if threads is None else max(1, min(threads, os.cpu_count() or 1))

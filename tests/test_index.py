@@ -25,15 +25,13 @@ def random_codes(rng: np.random.Generator, n: int, dim: int, k: int, levels: int
 
 
 def brute_force(docs: SparseCodes, queries: SparseCodes, top: int) -> tuple[np.ndarray, np.ndarray]:
-    """Dense float64 Q @ Dᵀ; documents sharing no active latent are not candidates; ties by lower id; padded."""
+    """Dense float64 Q @ Dᵀ over all documents, rounded to float32; best first, ties by lower id; padded past N."""
     d, q = docs.to_dense().double().numpy(), queries.to_dense().double().numpy()
     scores = (q @ d.T).astype(np.float32)
-    shared = (q != 0).astype(np.float64) @ (d != 0).astype(np.float64).T > 0
     out_s = np.full((len(queries), top), -np.inf, np.float32)
     out_i = np.full((len(queries), top), -1, np.int64)
     for row in range(len(queries)):
-        cand = np.flatnonzero(shared[row])
-        order = cand[np.lexsort((cand, -scores[row, cand]))][:top]
+        order = np.lexsort((np.arange(len(docs)), -scores[row]))[:top]
         out_s[row, : len(order)] = scores[row, order]
         out_i[row, : len(order)] = order
     return out_s, out_i
@@ -82,12 +80,17 @@ def test_ties_go_to_lower_id(kernel):
     assert scores.tolist() == [[1.0, 1.0, 1.0, 1.0]]
 
 
-def test_padding_when_few_candidates(kernel):
+def test_few_candidates_filled_with_zero_score_documents(kernel):
+    """Documents sharing no latent score 0 and fill the row by id, as brute force does; -inf/-1 only past N."""
     dim = 6
-    index = SparseIndex.build(SparseCodes(torch.tensor([[0, 1], [2, 3]]), torch.tensor([[1.0, 1.0], [1.0, 1.0]]), dim))
-    scores, ids = index.search(SparseCodes(torch.tensor([[0, 5]]), torch.tensor([[2.0, 1.0]]), dim), top=3)
-    assert ids.tolist() == [[0, -1, -1]]
-    assert scores[0, 0] == 2.0 and torch.isinf(scores[0, 1:]).all()
+    idx = torch.tensor([[0, 1], [2, 3], [4, 5], [0, 2]])
+    index = SparseIndex.build(SparseCodes(idx, torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [0.5, 0.0]]), dim))
+    scores, ids = index.search(SparseCodes(torch.tensor([[0, 5]]), torch.tensor([[2.0, -1.0]]), dim), top=4)
+    assert ids.tolist() == [[0, 3, 1, 2]]  # 2, 1, then the non-candidate 1 (score 0), then doc 2 (-1)
+    assert scores.tolist() == [[2.0, 1.0, 0.0, -1.0]]
+    scores, ids = index.search(SparseCodes(torch.tensor([[1, 3]]), torch.tensor([[0.0, 0.0]]), dim), top=6)
+    assert ids.tolist() == [[0, 1, 2, 3, -1, -1]]  # an all-zero query: every document scores 0
+    assert scores[0, :4].tolist() == [0.0] * 4 and torch.isinf(scores[0, 4:]).all()
 
 
 def test_large_index_crosses_blocks(kernel):
