@@ -2,16 +2,19 @@
 
 from csrv2.config import Config, ConfigError
 from csrv2.head import HeadOutput, SparseCodes, SparseHead
+from csrv2.index import DenseIndex, SparseIndex
 from csrv2.losses import info_nce, supcon_loss
 from csrv2.schedule import KAnnealing
 
 __all__ = [
     "Config",
     "ConfigError",
+    "DenseIndex",
     "HeadOutput",
     "KAnnealing",
     "SparseCodes",
     "SparseHead",
+    "SparseIndex",
     "info_nce",
     "supcon_loss",
 ]

@@ -48,9 +48,18 @@ def cache_path(cfg: BackboneConfig, key: str, fingerprint: str, kind: str = "doc
                 "max_length": cfg.max_length, "normalize": cfg.normalize, "key": key, "content": fingerprint}
     if cfg.kind == "vision":  # only vision backbones resize (text keys stay as they were)
         settings["image_size"] = cfg.image_size
+    if Path(cfg.name).is_dir():  # a local folder (e.g. a finetuned backbone) can be rewritten under the same name
+        settings["weights"] = _folder_fingerprint(Path(cfg.name))
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{Path(cfg.name).name}__{key}")[:100]
     return cache_dir() / f"{slug}__{digest}.npy"
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    """Name, size and modification time (ns) of every file in a model folder: changes whenever its weights do."""
+    stats = sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+                   for p in folder.rglob("*") if p.is_file())
+    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
 
 
 def _fingerprint_texts(texts: Sequence[str]) -> str:

@@ -24,8 +24,8 @@ lowest-id non-candidates are merged in with score 0 — found from the query's p
 unless the candidates themselves cover the low ids. Only an index with fewer than `top` documents pads the row with
 score -inf and id -1.
 
-The kernels use numba (optional dependency; `pip install numba`) and run in parallel over queries. Without numba a
-numpy path gives identical results, more slowly.
+The kernels use numba (a dependency of csrv2) and run in parallel over queries. Where numba cannot be installed
+(a new Python it has no wheel for yet), a numpy path gives identical results, more slowly.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
-try:  # numba is optional: it makes search ~10-100× faster than the numpy fallback
+try:  # numba makes search ~10-100× faster than the numpy fallback
     import numba
 
     HAVE_NUMBA = True

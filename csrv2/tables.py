@@ -40,7 +40,7 @@ from csrv2.evaluate import (
 )
 
 METHODS = ("dense", "truncate", "pca", "mrl", "csr", "csrv2-linear", "csrv2-finetune")
-TRAINED = {"mrl": "mrl", "csr": "csr", "csrv2-linear": "csrv2"}  # method → train.objective
+TRAINED = {"mrl": "mrl", "csr": "csr", "csrv2-linear": "csrv2", "csrv2-finetune": "csrv2"}  # method → train.objective
 LABELS = {
     "dense": "backbone (dense, ceiling)",
     "truncate": "truncation (first k dims)",
@@ -50,7 +50,6 @@ LABELS = {
     "csrv2-linear": "CSRv2 without backbone finetuning",
     "csrv2-finetune": "CSRv2 (backbone finetuning)",
 }
-NOT_AVAILABLE = {"csrv2-finetune": "not run: the trainer has no backbone finetuning yet (train.backbone=frozen only)"}
 
 
 @dataclass
@@ -75,7 +74,8 @@ class GridConfig:
     clustering_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """k-means seeds averaged for clustering V-measure."""
     method_overrides: dict[str, list[str]] = field(default_factory=dict)
-    """Per trained method, dotted overrides of `base` (e.g. {csr: ["train.lr=4e-4"]})."""
+    """Per trained method, dotted overrides of `base` (e.g. {csr: ["train.lr=4e-4"]}). csrv2-finetune trains with
+    train.backbone=full unless its overrides say otherwise (e.g. ["train.backbone=lora", "train.backbone_lr=1e-4"])."""
     base: dict[str, Any] = field(default_factory=dict)
     """A csrv2 Config (only differences from its defaults) shared by every trained method: backbone, head, train."""
     base_overrides: list[str] = field(default_factory=list)
@@ -126,6 +126,8 @@ class GridConfig:
     def run_config(self, method: str, k: int | None, seed: int, task: str) -> Config:
         """The csrv2 Config that trains `method` on `task` (k: the head's final k; None → base.head.k)."""
         overrides = list(self.base_overrides)
+        if method == "csrv2-finetune":
+            overrides.append("train.backbone=full")
         overrides += self.method_overrides.get(method, [])
         overrides += [f"train.objective={TRAINED.get(method, 'csrv2')}", f"train.seed={seed}", f"data.task={task}",
                       f"eval.ks={list(self.ks)}"]
@@ -145,6 +147,7 @@ class PreparedTask:
     task: EmbeddedTask
     train_x: np.ndarray  # (N_train, d) backbone embeddings of the train split
     train_labels: np.ndarray | None  # (N_train,) contrastive labels
+    train_texts: list[str] | None = None  # (N_train,) the texts behind train_x (None for images): what finetuning reads
 
 
 def prepare_task(
@@ -164,9 +167,9 @@ def prepare_task(
     rng = np.random.default_rng(seed)
     bb = config.backbone
     if for_training or task.type in ("classification", "image_classification"):  # classifiers fit on the train split
-        train_x, train_y = _training_arrays(task, config, max_train, rng)
+        train_x, train_y, train_texts = _training_arrays(task, config, max_train, rng)
     else:  # scoring only: other types never look at their train split
-        train_x, train_y = np.empty((0, 0), np.float32), None
+        train_x, train_y, train_texts = np.empty((0, 0), np.float32), None, None
     split_name = task.test_split
     split = task.splits[split_name]
     key = f"{name}/{split_name}"
@@ -211,15 +214,16 @@ def prepare_task(
         arrays = {"queries": _f32(cache.embed_texts(bb, split.texts, f"{key}/queries", "query")),
                   "docs": _f32(cache.embed_texts(bb, candidates, f"{key}/candidates"))}
         emb = EmbeddedTask(name, t, arrays, {"groups": groups})
-    return PreparedTask(emb, train_x, train_y)
+    return PreparedTask(emb, train_x, train_y, train_texts)
 
 
 def _f32(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
-def _training_arrays(task, config: Config, max_train: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    """The train split's examples with contrastive labels (csrv2.data), capped before embedding (seeded).
+def _training_arrays(task, config: Config, max_train: int, rng) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """The train split's examples with contrastive labels (csrv2.data), capped before embedding (seeded):
+    embeddings (N, d), labels (N,), texts (N,) (None for images).
 
     Uncapped, non-retrieval: `csrv2.cache.training_arrays` (its cache keys). Retrieval documents are looked up in
     the corpus embeddings the evaluation uses, so the corpus is embedded once.
@@ -230,13 +234,14 @@ def _training_arrays(task, config: Config, max_train: int, rng) -> tuple[np.ndar
         # training_arrays reads data.task: point it at this task, whatever the run trained on
         task_config = dataclasses.replace(config, data=dataclasses.replace(config.data, task=task.name))
         x, labels = cache.training_arrays(task_config)
-        return _f32(x), np.asarray(labels)
+        texts = None if task.type == "image_classification" else list(task.training_examples("train").texts)
+        return _f32(x), np.asarray(labels), texts
     ex = task.training_examples("train")
     n = len(ex.labels)
     rows = np.sort(rng.choice(n, max_train, replace=False)) if max_train and n > max_train else np.arange(n)
     bb, base, sub = config.backbone, f"{task.name}/train", f"-sub{len(rows)}" if len(rows) < n else ""
     if ex.images is not None:
-        return _f32(cache.embed_images(bb, ex.images[rows], f"{base}/images{sub}")), ex.labels[rows]
+        return _f32(cache.embed_images(bb, ex.images[rows], f"{base}/images{sub}")), ex.labels[rows], None
     texts = np.array(ex.texts, dtype=object)[rows]
     is_query = ex.is_query[rows]
     x = np.empty((len(rows), 0), dtype=np.float32)
@@ -253,7 +258,7 @@ def _training_arrays(task, config: Config, max_train: int, rng) -> tuple[np.ndar
         if x.shape[1] == 0:
             x = np.empty((len(rows), part.shape[1]), dtype=np.float32)
         x[part_rows] = part
-    return x, ex.labels[rows]
+    return x, ex.labels[rows], texts.tolist()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -266,8 +271,15 @@ def fit_pca(train_x: np.ndarray, n_components: int) -> Callable[[np.ndarray], np
     return lambda x: (np.asarray(x, dtype=np.float32) - mean.astype(np.float32)) @ comps.T
 
 
-def load_or_train(config: Config, arrays: tuple[np.ndarray, np.ndarray | None]) -> tuple[torch.nn.Module, float]:
-    """A finished head in config.output_dir is reused; otherwise any partial run there is removed and trained anew."""
+def load_or_train(
+    config: Config,
+    arrays: tuple[np.ndarray, np.ndarray | None] | None = None,
+    texts: tuple[list[str], np.ndarray | None] | None = None,
+) -> tuple[torch.nn.Module, float]:
+    """A finished head in config.output_dir is reused; otherwise any partial run there is removed and trained anew.
+
+    arrays: frozen embeddings to train the head on; texts: what a trainable backbone (train.backbone=full|lora) reads.
+    """
     from csrv2.baselines import MRLHead
     from csrv2.head import SparseHead
     from csrv2.trainer import Trainer
@@ -275,12 +287,13 @@ def load_or_train(config: Config, arrays: tuple[np.ndarray, np.ndarray | None]) 
     folder = Path(config.output_dir)
     cls, marker = (MRLHead, "mrl_config.json") if config.train.objective == "mrl" else (SparseHead, "config.json")
     saved = folder / "config.yaml"
-    if (folder / marker).is_file() and saved.is_file() and Config.from_yaml(saved).to_dict() == config.to_dict():
+    finished = (folder / marker).is_file() and (config.train.backbone == "frozen" or (folder / "backbone").is_dir())
+    if finished and saved.is_file() and Config.from_yaml(saved).to_dict() == config.to_dict():
         return cls.from_pretrained(folder).eval(), 0.0
     if folder.exists():
         shutil.rmtree(folder)  # a run folder this grid created and did not finish
     start = time.perf_counter()
-    head = Trainer(config, arrays).fit()
+    head = Trainer(config, arrays, texts).fit()
     return head.cpu().eval(), time.perf_counter() - start
 
 
@@ -304,17 +317,20 @@ def run_grid(
     out.mkdir(parents=True, exist_ok=True)
     records: list[dict] = []
     started = time.perf_counter()
+    if prepare is None:
+        def prepare(name: str, config: Config) -> PreparedTask:
+            return prepare_task(name, config, grid.max_train, grid.max_eval)
+
     for task_name in grid.tasks:
         t0 = time.perf_counter()
-        config = grid.run_config("csrv2-linear", None, grid.seeds[0], task_name)
-        if prepare is None:
-            prepared = prepare_task(task_name, config, grid.max_train, grid.max_eval)
-        else:
-            prepared = prepare(task_name, config)
+        prepared = prepare(task_name, grid.run_config("csrv2-linear", None, grid.seeds[0], task_name))
         task = prepared.task
         log(f"[{task_name}] {task.type}: embedded in {time.perf_counter() - t0:.0f}s, train {prepared.train_x.shape}")
         for method in grid.methods:
-            records += _run_method(grid, method, prepared, log)
+            if method == "csrv2-finetune":
+                records += _run_finetune(grid, prepared, prepare, log)
+            else:
+                records += _run_method(grid, method, prepared, log)
         write_outputs(grid, records, time.perf_counter() - started)
     return {"records": records}
 
@@ -331,8 +347,6 @@ def _run_method(grid: GridConfig, method: str, prepared: PreparedTask, log) -> l
     task, ks = prepared.task, grid.ks
     arrays = (prepared.train_x, prepared.train_labels)
     cs = grid.clustering_seeds
-    if method in NOT_AVAILABLE:
-        return [_record(task, method, None, None, None, note=NOT_AVAILABLE[method])]
     t0 = time.perf_counter()
     if method == "dense":
         res = evaluate_task(task, DenseFeaturizer(), ks, cs)
@@ -363,6 +377,34 @@ def _run_method(grid: GridConfig, method: str, prepared: PreparedTask, log) -> l
             res = evaluate_task(task, SparseFeaturizer(head), ks, cs)
             eval_s = (time.perf_counter() - t1) / len(ks)
             records += [_record(task, method, k, seed, res[k], train_s=train_s, eval_s=eval_s) for k in ks]
+    scores = " ".join(f"{r['k']}:{100 * r['score']:.1f}" for r in records if r["seed"] == grid.seeds[0])
+    log(f"[{task.name}] {method}: {scores} ({time.perf_counter() - t0:.0f}s)")
+    return records
+
+
+def _run_finetune(grid: GridConfig, prepared: PreparedTask, prepare, log) -> list[dict]:
+    """CSRv2 with the backbone finetuned: backbone and head trained together on the task's training texts (the same
+    rows the other methods train on), then the task re-embedded by the finetuned backbone and scored. The finetuned
+    backbone's own dense score is kept in each record as `finetuned_dense`."""
+    from csrv2.run_eval import evaluation_config
+
+    method, task, t0 = "csrv2-finetune", prepared.task, time.perf_counter()
+    if prepared.train_texts is None:
+        note = "not run: backbone finetuning reads texts; this task's training rows are images"
+        return [_record(task, method, None, None, None, note=note)]
+    records = []
+    for seed in grid.seeds:
+        for k in grid.ks if grid.train_per_k else [None]:
+            config = grid.run_config(method, k, seed, task.name)
+            head, train_s = load_or_train(config, texts=(prepared.train_texts, prepared.train_labels))
+            t1 = time.perf_counter()
+            rescored = prepare(task.name, evaluation_config(config)).task  # the finetuned backbone's embeddings
+            ks = [k] if k is not None else grid.ks
+            res = evaluate_task(rescored, SparseFeaturizer(head), ks, grid.clustering_seeds)
+            dense = evaluate_task(rescored, DenseFeaturizer(), ks, grid.clustering_seeds)[None]["score"]
+            eval_s = (time.perf_counter() - t1) / len(ks)
+            records += [_record(task, method, kk, seed, res[kk], train_s=train_s, eval_s=eval_s, finetuned_dense=dense)
+                        for kk in ks]
     scores = " ".join(f"{r['k']}:{100 * r['score']:.1f}" for r in records if r["seed"] == grid.seeds[0])
     log(f"[{task.name}] {method}: {scores} ({time.perf_counter() - t0:.0f}s)")
     return records
@@ -465,15 +507,16 @@ def _md(title: str, rows: dict, ks: list[int], methods: list[str], fmt="{:.2f}",
 
 def render_table(records: list[dict], ks: list[int], methods: list[str]) -> str:
     s = summary(records, ks, methods)
-    sparse = [m for m in methods if m in ("csr", "csrv2-linear")]
+    sparse = [m for m in methods if m in ("csr", "csrv2-linear", "csrv2-finetune")]
+    not_run = {r["method"]: f"{r['task']}: {r['note']}" for r in records if "note" in r}  # e.g. finetuning on images
     parts = [
         "# Scores (× 100) by k",
         "",
         f"Tasks ({len(s['task_list'])}): {', '.join(s['task_list'])}. Dense rows use all d dimensions in every column; "
         "MRL / truncation / PCA use the first k dimensions; sparse rows keep k active latents.",
         "",
-        _md("Mean over tasks", s["tasks"], ks, methods, note=NOT_AVAILABLE),
-        _md("Mean over task types (each type weighted equally)", s["types"], ks, methods, note=NOT_AVAILABLE),
+        _md("Mean over tasks", s["tasks"], ks, methods, note=not_run),
+        _md("Mean over task types (each type weighted equally)", s["types"], ks, methods, note=not_run),
     ]
     for typ in s["type_list"]:
         parts.append(_md(f"{typ} ({', '.join(t for t in s['task_list'] if _type_of(records, t) == typ)})",
@@ -482,7 +525,7 @@ def render_table(records: list[dict], ks: list[int], methods: list[str]) -> str:
                      {m: s["dead"][m] for m in sparse}, ks, sparse, fmt="{:.1f}"))
     parts.append(_md("Postings touched per query, fraction of the database (Σ_j p_q(j)·p_d(j))",
                      {m: s["postings"][m] for m in sparse}, ks, sparse, fmt="{:.4f}"))
-    notes = [f"- {LABELS[m]}: {NOT_AVAILABLE[m]}" for m in methods if m in NOT_AVAILABLE]
+    notes = [f"- {LABELS[m]}: {not_run[m]}" for m in methods if m in not_run]
     if notes:
         parts.append("\n".join(notes) + "\n")
     return "\n".join(parts)

@@ -74,15 +74,19 @@ class Trainer:
     """Trains one head (SparseHead for csrv2/csr, MRLHead for mrl), and with train.backbone=full|lora the backbone
     under it, into config.output_dir. Under torchrun every rank runs this; rank 0 logs and writes.
 
-    arrays: (embeddings (N, d), labels (N,) or None) to train on; None → read config.data.
+    arrays: (embeddings (N, d), labels (N,) or None) to train a head on frozen embeddings; None → read config.data.
+    texts: (texts (N,), labels (N,)) to finetune on (train.backbone=full|lora); None → data.task's train split.
     """
 
-    def __init__(self, config: Config, arrays: Arrays | None = None):
+    def __init__(
+        self, config: Config, arrays: Arrays | None = None, texts: tuple[list[str], np.ndarray] | None = None
+    ):
         self.config = config
         self.run_dir = Path(config.output_dir)
         self.device = resolve_device(config.train.device)
         self.world = distributed.World()
         self._arrays = arrays
+        self._texts = texts
 
     # -- data ------------------------------------------------------------------------------------
     def training_arrays(self) -> Arrays:
@@ -105,13 +109,21 @@ class Trainer:
         self._require_labels(labels, where)
         return embeddings, labels
 
-    def training_texts(self) -> tuple[list[str], np.ndarray]:
+    def training_texts(self) -> tuple[list[str], np.ndarray | None]:
         """Trainable backbone: the texts (N,) of data.task's train split and their contrastive labels (N,)."""
         from csrv2.data import get_task
 
-        texts, labels = get_task(self.config.data.task, self.config.data.tasks).training_texts()
-        self._require_labels(labels, f"data.task ({self.config.data.task})")
-        return list(texts), np.asarray(labels, dtype=np.int64)
+        if self._texts is not None:
+            texts, labels = self._texts
+            where = "training texts"
+        else:
+            texts, labels = get_task(self.config.data.task, self.config.data.tasks).training_texts()
+            where = f"data.task ({self.config.data.task})"
+        if len(texts) == 0 or (labels is not None and len(labels) != len(texts)):
+            raise ValueError(f"{where}: {len(texts)} texts and {None if labels is None else len(labels)} labels; "
+                             "need at least one text and one label per text")
+        self._require_labels(labels, where)
+        return list(texts), None if labels is None else np.asarray(labels, dtype=np.int64)
 
     def _require_labels(self, labels, where: str) -> None:
         if self.config.train.objective in ("csrv2", "mrl") and labels is None:

@@ -59,6 +59,22 @@ def test_key_covers_settings_prompt_and_content(fake):
     assert cache.cache_path(q, "k", "f", "query") != cache.cache_path(base, "k", "f", "query")
 
 
+def test_a_rewritten_local_backbone_folder_gets_a_new_key(fake, tmp_path):
+    """A finetuned backbone is saved to the same folder on every retrain: its old embeddings must not be reused."""
+    import os
+
+    folder = tmp_path / "run" / "backbone"
+    folder.mkdir(parents=True)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"first")
+    cfg = BackboneConfig(name=str(folder))
+    before = cache.cache_path(cfg, "k", "f")
+    assert cache.cache_path(cfg, "k", "f") == before  # stable while the folder is unchanged
+    weights.write_bytes(b"second")
+    os.utime(weights, ns=(1, 1))  # even with a clock that did not move, the size or mtime differs
+    assert cache.cache_path(cfg, "k", "f") != before
+
+
 def test_an_interrupted_write_is_never_read_as_complete(fake, monkeypatch, tmp_path):
     cfg = BackboneConfig()
 

@@ -74,3 +74,30 @@ def test_full_finetuning_updates_backbone_and_resumes(tmp_path, small_task):
     (run / "head.safetensors").unlink()
     resumed = Trainer(finetune_config(tmp_path, small_task, resume=True)).fit()
     torch.testing.assert_close(resumed.weight, straight.weight)
+
+
+def test_paper_grid_finetunes_rescores_and_reuses(tmp_path, small_task):
+    """The tables' csrv2-finetune row: trained on the task's texts, scored on embeddings of the finetuned backbone."""
+    import yaml
+
+    from csrv2.tables import GridConfig, run_grid
+
+    raw = {
+        "output_dir": str(tmp_path / "grid"), "tasks": ["small"], "methods": ["dense", "csrv2-finetune"],
+        "ks": [2], "seeds": [0], "clustering_seeds": [0],
+        "base": {
+            "backbone": {"name": "all-MiniLM-L6-v2", "max_length": 16},
+            "head": {"hidden": 256, "k_aux": 0},
+            "data": {"tasks": [{"name": "small", "path": str(small_task)}]},
+            "train": {"batch_size": 12, "max_steps": 2, "log_every": 1, "backbone_lr": 1e-4},
+        },
+    }
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(raw))
+    grid = GridConfig.from_yaml(tmp_path / "grid.yaml")
+    records = [r for r in run_grid(grid, log=lambda s: None)["records"] if r["method"] == "csrv2-finetune"]
+    assert len(records) == 1 and 0.0 <= records[0]["score"] <= 1.0 and records[0]["train_s"] > 0
+    assert 0.0 <= records[0]["finetuned_dense"] <= 1.0
+    run = tmp_path / "grid" / "heads" / "small" / "csrv2-finetune" / "k2" / "seed0"
+    assert (run / "backbone").is_dir() and yaml.safe_load((run / "config.yaml").read_text())["train"]["backbone"] == "full"
+    again = [r for r in run_grid(grid, log=lambda s: None)["records"] if r["method"] == "csrv2-finetune"]
+    assert again[0]["train_s"] == 0.0 and again[0]["score"] == records[0]["score"]  # finished run reused
