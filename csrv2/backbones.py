@@ -8,6 +8,7 @@ any torch module), each with `.dim` and `.encode(...) -> np.ndarray float32 (N, 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import sys
@@ -193,6 +194,14 @@ def load_backbone(cfg: BackboneConfig) -> TextEncoder | VisionEncoder:
     """The encoder `cfg` describes. Vision: "efficientnet-lite0", or "torchvision:<model fn>" (needs its weights)."""
     if cfg.kind == "text":
         return TextEncoder(cfg)
+    tuned = Path(cfg.name) / "vision_backbone.json"  # written by csrv2.finetune.TrainableVisionBackbone
+    if tuned.is_file():
+        from safetensors.torch import load_file
+
+        encoder = load_backbone(dataclasses.replace(cfg, name=json.loads(tuned.read_text())["base"]))
+        encoder.module.load_state_dict(load_file(str(tuned.parent / "model.safetensors")))
+        encoder.name = f"{encoder.name} finetuned ({tuned.parent})"
+        return encoder
     if cfg.name == "efficientnet-lite0":
         return efficientnet_lite0(cfg.device, cfg.batch_size, cfg.normalize, cfg.image_size)
     if cfg.name.startswith("torchvision:"):

@@ -2,12 +2,15 @@
 
 The text path tokenises a batch, runs the transformer with gradients, pools and L2-normalises:
     texts (B,) → tokens (B, T) → hidden (B, T, d) → pooled (B, d) → x (B, d), ‖x‖ = 1
+The vision path preprocesses as the frozen encoder does and runs the network with gradients:
+    images (B, H, W[, 3]) → (B, 3, S, S) → features (B, C[, h, w]) → pooled (B, C) → x (B, C), ‖x‖ = 1
 The head then reconstructs x.detach() (the backbone's own output) and its sparse codes carry the
 supervised contrastive loss back into the backbone.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -15,6 +18,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from csrv2.config import BackboneConfig, TrainConfig
+
+VISION_CONFIG = "vision_backbone.json"  # marks a finetuned vision backbone folder (see backbones.load_backbone)
+
+
+def trainable_backbone(backbone: BackboneConfig, train: TrainConfig) -> nn.Module:
+    """The trainable module for backbone.kind: TrainableTextBackbone or TrainableVisionBackbone."""
+    cls = TrainableVisionBackbone if backbone.kind == "vision" else TrainableTextBackbone
+    return cls(backbone, train)
 
 
 class TrainableTextBackbone(nn.Module):
@@ -62,6 +73,50 @@ class TrainableTextBackbone(nn.Module):
         self.tokenizer.save_pretrained(str(path))
         sbert = Path(path) / "sentence_bert_config.json"  # keep the model's own length limit
         sbert.write_text(f'{{"max_seq_length": {self.max_length}}}\n')
+
+
+class TrainableVisionBackbone(nn.Module):
+    """A csrv2 VisionEncoder's network (efficientnet-lite0, torchvision:<model>), trainable whole or through LoRA.
+
+    Saved as `model.safetensors` (the network's state dict) + `vision_backbone.json` (the base it was built from);
+    `backbone.name=<that folder>` loads it back for evaluation.
+    """
+
+    def __init__(self, backbone: BackboneConfig, train: TrainConfig):
+        super().__init__()
+        from csrv2.backbones import load_backbone
+
+        self.cfg = backbone
+        marker = Path(backbone.name) / VISION_CONFIG
+        self.base = json.loads(marker.read_text())["base"] if marker.is_file() else backbone.name  # kept when re-tuned
+        self.encoder = load_backbone(backbone)  # preprocessing and pooling exactly as the frozen encoder's
+        module = self.encoder.module.train()
+        if train.backbone == "lora":
+            if not train.lora_target_modules:
+                raise ValueError("train.backbone=lora on a vision backbone needs train.lora_target_modules "
+                                 "(names of its Conv2d / Linear layers, e.g. [conv_pw])")
+            module = _with_lora(module, train)
+        self.model = module
+        self.dim = self.encoder.dim
+
+    def forward(self, images) -> Tensor:
+        """images: uint8 (B, H, W) or (B, H, W, 3) → (B, dim) features with gradient, pooled and normalised."""
+        device = next(self.model.parameters()).device
+        feats = self.model(self.encoder.preprocess(images).to(device))
+        if feats.ndim == 4:  # (B, C, h, w) → global average pool
+            feats = feats.mean(dim=(2, 3))
+        feats = feats.float()
+        return F.normalize(feats, dim=1) if self.cfg.normalize else feats
+
+    def save_pretrained(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        model = self.model.merge_and_unload() if hasattr(self.model, "merge_and_unload") else self.model
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(path / "model.safetensors"))
+        (path / VISION_CONFIG).write_text(json.dumps({"base": self.base, "dim": self.dim}) + "\n")
 
 
 def _with_lora(model: nn.Module, train: TrainConfig) -> nn.Module:

@@ -147,7 +147,8 @@ class PreparedTask:
     task: EmbeddedTask
     train_x: np.ndarray  # (N_train, d) backbone embeddings of the train split
     train_labels: np.ndarray | None  # (N_train,) contrastive labels
-    train_texts: list[str] | None = None  # (N_train,) the texts behind train_x (None for images): what finetuning reads
+    train_inputs: list[str] | np.ndarray | None = None  # the texts (N_train,) or images behind train_x: what
+    # backbone finetuning reads (None: not kept)
 
 
 def prepare_task(
@@ -167,9 +168,9 @@ def prepare_task(
     rng = np.random.default_rng(seed)
     bb = config.backbone
     if for_training or task.type in ("classification", "image_classification"):  # classifiers fit on the train split
-        train_x, train_y, train_texts = _training_arrays(task, config, max_train, rng)
+        train_x, train_y, train_inputs = _training_arrays(task, config, max_train, rng)
     else:  # scoring only: other types never look at their train split
-        train_x, train_y, train_texts = np.empty((0, 0), np.float32), None, None
+        train_x, train_y, train_inputs = np.empty((0, 0), np.float32), None, None
     split_name = task.test_split
     split = task.splits[split_name]
     key = f"{name}/{split_name}"
@@ -214,7 +215,7 @@ def prepare_task(
         arrays = {"queries": _f32(cache.embed_texts(bb, split.texts, f"{key}/queries", "query")),
                   "docs": _f32(cache.embed_texts(bb, candidates, f"{key}/candidates"))}
         emb = EmbeddedTask(name, t, arrays, {"groups": groups})
-    return PreparedTask(emb, train_x, train_y, train_texts)
+    return PreparedTask(emb, train_x, train_y, train_inputs)
 
 
 def _f32(x) -> np.ndarray:
@@ -223,7 +224,7 @@ def _f32(x) -> np.ndarray:
 
 def _training_arrays(task, config: Config, max_train: int, rng) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
     """The train split's examples with contrastive labels (csrv2.data), capped before embedding (seeded):
-    embeddings (N, d), labels (N,), texts (N,) (None for images).
+    embeddings (N, d), labels (N,), and the texts (N,) or images (N, H, W[, 3]) they were embedded from.
 
     Uncapped, non-retrieval: `csrv2.cache.training_arrays` (its cache keys). Retrieval documents are looked up in
     the corpus embeddings the evaluation uses, so the corpus is embedded once.
@@ -234,14 +235,14 @@ def _training_arrays(task, config: Config, max_train: int, rng) -> tuple[np.ndar
         # training_arrays reads data.task: point it at this task, whatever the run trained on
         task_config = dataclasses.replace(config, data=dataclasses.replace(config.data, task=task.name))
         x, labels = cache.training_arrays(task_config)
-        texts = None if task.type == "image_classification" else list(task.training_examples("train").texts)
-        return _f32(x), np.asarray(labels), texts
+        ex = task.training_examples("train")
+        return _f32(x), np.asarray(labels), ex.images if ex.images is not None else list(ex.texts)
     ex = task.training_examples("train")
     n = len(ex.labels)
     rows = np.sort(rng.choice(n, max_train, replace=False)) if max_train and n > max_train else np.arange(n)
     bb, base, sub = config.backbone, f"{task.name}/train", f"-sub{len(rows)}" if len(rows) < n else ""
     if ex.images is not None:
-        return _f32(cache.embed_images(bb, ex.images[rows], f"{base}/images{sub}")), ex.labels[rows], None
+        return _f32(cache.embed_images(bb, ex.images[rows], f"{base}/images{sub}")), ex.labels[rows], ex.images[rows]
     texts = np.array(ex.texts, dtype=object)[rows]
     is_query = ex.is_query[rows]
     x = np.empty((len(rows), 0), dtype=np.float32)
@@ -274,11 +275,12 @@ def fit_pca(train_x: np.ndarray, n_components: int) -> Callable[[np.ndarray], np
 def load_or_train(
     config: Config,
     arrays: tuple[np.ndarray, np.ndarray | None] | None = None,
-    texts: tuple[list[str], np.ndarray | None] | None = None,
+    examples: tuple | None = None,
 ) -> tuple[torch.nn.Module, float]:
     """A finished head in config.output_dir is reused; otherwise any partial run there is removed and trained anew.
 
-    arrays: frozen embeddings to train the head on; texts: what a trainable backbone (train.backbone=full|lora) reads.
+    arrays: frozen embeddings to train the head on; examples: the (texts or images, labels) a trainable backbone
+    (train.backbone=full|lora) reads.
     """
     from csrv2.baselines import MRLHead
     from csrv2.head import SparseHead
@@ -293,7 +295,7 @@ def load_or_train(
     if folder.exists():
         shutil.rmtree(folder)  # a run folder this grid created and did not finish
     start = time.perf_counter()
-    head = Trainer(config, arrays, texts).fit()
+    head = Trainer(config, arrays, examples).fit()
     return head.cpu().eval(), time.perf_counter() - start
 
 
@@ -383,20 +385,20 @@ def _run_method(grid: GridConfig, method: str, prepared: PreparedTask, log) -> l
 
 
 def _run_finetune(grid: GridConfig, prepared: PreparedTask, prepare, log) -> list[dict]:
-    """CSRv2 with the backbone finetuned: backbone and head trained together on the task's training texts (the same
-    rows the other methods train on), then the task re-embedded by the finetuned backbone and scored. The finetuned
-    backbone's own dense score is kept in each record as `finetuned_dense`."""
+    """CSRv2 with the backbone finetuned: backbone and head trained together on the task's training texts or images
+    (the rows the other methods train on), then the task re-embedded by the finetuned backbone and scored. The
+    finetuned backbone's own dense score is kept in each record as `finetuned_dense`."""
     from csrv2.run_eval import evaluation_config
 
     method, task, t0 = "csrv2-finetune", prepared.task, time.perf_counter()
-    if prepared.train_texts is None:
-        note = "not run: backbone finetuning reads texts; this task's training rows are images"
+    if prepared.train_inputs is None:
+        note = "not run: the prepared task kept no training texts or images to finetune on"
         return [_record(task, method, None, None, None, note=note)]
     records = []
     for seed in grid.seeds:
         for k in grid.ks if grid.train_per_k else [None]:
             config = grid.run_config(method, k, seed, task.name)
-            head, train_s = load_or_train(config, texts=(prepared.train_texts, prepared.train_labels))
+            head, train_s = load_or_train(config, examples=(prepared.train_inputs, prepared.train_labels))
             t1 = time.perf_counter()
             rescored = prepare(task.name, evaluation_config(config)).task  # the finetuned backbone's embeddings
             ks = [k] if k is not None else grid.ks

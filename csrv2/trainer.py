@@ -75,18 +75,17 @@ class Trainer:
     under it, into config.output_dir. Under torchrun every rank runs this; rank 0 logs and writes.
 
     arrays: (embeddings (N, d), labels (N,) or None) to train a head on frozen embeddings; None → read config.data.
-    texts: (texts (N,), labels (N,)) to finetune on (train.backbone=full|lora); None → data.task's train split.
+    examples: (texts (N,) or images (N, H, W[, 3]), labels (N,)) to finetune on (train.backbone=full|lora);
+        None → data.task's train split.
     """
 
-    def __init__(
-        self, config: Config, arrays: Arrays | None = None, texts: tuple[list[str], np.ndarray] | None = None
-    ):
+    def __init__(self, config: Config, arrays: Arrays | None = None, examples: tuple | None = None):
         self.config = config
         self.run_dir = Path(config.output_dir)
         self.device = resolve_device(config.train.device)
         self.world = distributed.World()
         self._arrays = arrays
-        self._texts = texts
+        self._examples = examples
 
     # -- data ------------------------------------------------------------------------------------
     def training_arrays(self) -> Arrays:
@@ -109,21 +108,29 @@ class Trainer:
         self._require_labels(labels, where)
         return embeddings, labels
 
-    def training_texts(self) -> tuple[list[str], np.ndarray | None]:
-        """Trainable backbone: the texts (N,) of data.task's train split and their contrastive labels (N,)."""
+    def training_examples(self) -> tuple[list[str] | np.ndarray, np.ndarray | None]:
+        """Trainable backbone: what it reads — texts (N,), or images (N, H, W[, 3]) for backbone.kind=vision — and
+        their contrastive labels (N,), from `examples` or data.task's train split."""
         from csrv2.data import get_task
 
-        if self._texts is not None:
-            texts, labels = self._texts
-            where = "training texts"
+        vision = self.config.backbone.kind == "vision"
+        if self._examples is not None:
+            source, labels = self._examples
+            where = "training examples"
         else:
-            texts, labels = get_task(self.config.data.task, self.config.data.tasks).training_texts()
+            ex = get_task(self.config.data.task, self.config.data.tasks).training_examples("train")
+            source, labels = (ex.images, ex.labels) if vision else (ex.texts, ex.labels)
             where = f"data.task ({self.config.data.task})"
-        if len(texts) == 0 or (labels is not None and len(labels) != len(texts)):
-            raise ValueError(f"{where}: {len(texts)} texts and {None if labels is None else len(labels)} labels; "
-                             "need at least one text and one label per text")
+        if vision != isinstance(source, np.ndarray):
+            raise ValueError(f"{where}: backbone.kind={self.config.backbone.kind} needs "
+                             f"{'images' if vision else 'texts'}, but the training examples are "
+                             f"{'texts' if vision else 'images'}")
+        if len(source) == 0 or (labels is not None and len(labels) != len(source)):
+            raise ValueError(f"{where}: {len(source)} examples and {None if labels is None else len(labels)} labels; "
+                             "need at least one example and one label per example")
         self._require_labels(labels, where)
-        return list(texts), None if labels is None else np.asarray(labels, dtype=np.int64)
+        source = source if vision else list(source)
+        return source, None if labels is None else np.asarray(labels, dtype=np.int64)
 
     def _require_labels(self, labels, where: str) -> None:
         if self.config.train.objective in ("csrv2", "mrl") and labels is None:
@@ -215,10 +222,10 @@ class Trainer:
             source, labels = self.training_arrays()  # (N, d) embeddings
             d_in = source.shape[1]
         else:
-            from csrv2.finetune import TrainableTextBackbone
+            from csrv2.finetune import trainable_backbone
 
-            source, labels = self.training_texts()  # (N,) texts
-            backbone = TrainableTextBackbone(cfg.backbone, t).to(self.device)
+            source, labels = self.training_examples()  # texts (N,) or images (N, H, W[, 3])
+            backbone = trainable_backbone(cfg.backbone, t).to(self.device)
             d_in = backbone.dim
         n = len(source)
         resume_from = self.prepare_run_dir()
@@ -254,7 +261,8 @@ class Trainer:
                 x = torch.from_numpy(np.asarray(source[rows], dtype=np.float32)).to(self.device)
                 return x, None, y
             with autocast(self.device, t.bf16):
-                x = backbone([source[i] for i in rows]).float()
+                batch = source[rows] if isinstance(source, np.ndarray) else [source[i] for i in rows]
+                x = backbone(batch).float()
             return x, x.detach(), y
 
         head.train()

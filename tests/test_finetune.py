@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,6 +41,7 @@ def finetune_config(tmp_path, small_task, **train):
                 "max_steps": 4,
                 "log_every": 1,
                 "checkpoint_every": 2,
+                "lr": 1e-4,
                 "backbone_lr": 1e-4,
                 "warmup_steps": 2,
                 "max_grad_norm": 1.0,
@@ -101,3 +103,36 @@ def test_paper_grid_finetunes_rescores_and_reuses(tmp_path, small_task):
     assert (run / "backbone").is_dir() and yaml.safe_load((run / "config.yaml").read_text())["train"]["backbone"] == "full"
     again = [r for r in run_grid(grid, log=lambda s: None)["records"] if r["method"] == "csrv2-finetune"]
     assert again[0]["train_s"] == 0.0 and again[0]["score"] == records[0]["score"]  # finished run reused
+
+
+def test_vision_backbone_finetunes_and_reloads_for_evaluation(tmp_path):
+    """EfficientNet-Lite0 trained through the sparse objective on real digits; the saved folder loads as a backbone
+    whose embeddings are the trained network's (eval mode), not the pretrained one's."""
+    from csrv2.backbones import load_backbone
+    from csrv2.config import BackboneConfig
+    from csrv2.data import get_task
+
+    backbone = {"name": "efficientnet-lite0", "kind": "vision", "image_size": 64}
+    cfg = Config.from_dict({
+        "output_dir": str(tmp_path / "run"), "backbone": backbone, "data": {"task": "digits"},
+        "head": {"hidden": 256, "k": 2, "k_aux": 0},
+        "train": {"backbone": "full", "batch_size": 16, "max_steps": 2, "log_every": 1, "backbone_lr": 1e-3},
+    })
+    Trainer(cfg).fit()
+    folder = tmp_path / "run" / "backbone"
+    assert json.loads((folder / "vision_backbone.json").read_text())["base"] == "efficientnet-lite0"
+    images = get_task("digits").splits["test"].images[:8]
+    tuned = load_backbone(BackboneConfig(**{**backbone, "name": str(folder)})).encode(images, progress=False)
+    frozen = load_backbone(BackboneConfig(**backbone)).encode(images, progress=False)
+    assert tuned.shape == frozen.shape == (8, 1280)
+    assert np.allclose(np.linalg.norm(tuned, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(tuned, frozen, atol=1e-4)  # the finetuned weights are the ones loaded
+    from safetensors.torch import load_model
+
+    from csrv2.finetune import TrainableVisionBackbone
+
+    trained = TrainableVisionBackbone(cfg.backbone, cfg.train)  # the last checkpoint's network, run in eval mode
+    load_model(trained, str(tmp_path / "run" / "step_000002" / "backbone.module.safetensors"))
+    with torch.no_grad():
+        direct = trained.eval()(images).numpy()
+    np.testing.assert_allclose(tuned, direct, atol=1e-5)
