@@ -22,6 +22,8 @@ from tqdm.auto import tqdm
 from csrv2 import assets
 from csrv2.config import BackboneConfig
 
+VISION_CONFIG = "vision_backbone.json"  # in a finetuned vision backbone folder: {"base": <name it was built from>}
+
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
@@ -194,7 +196,7 @@ def load_backbone(cfg: BackboneConfig) -> TextEncoder | VisionEncoder:
     """The encoder `cfg` describes. Vision: "efficientnet-lite0", or "torchvision:<model fn>" (needs its weights)."""
     if cfg.kind == "text":
         return TextEncoder(cfg)
-    tuned = Path(cfg.name) / "vision_backbone.json"  # written by csrv2.finetune.TrainableVisionBackbone
+    tuned = Path(cfg.name) / VISION_CONFIG  # a folder written by csrv2.finetune.TrainableVisionBackbone
     if tuned.is_file():
         from safetensors.torch import load_file
 

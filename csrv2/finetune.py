@@ -17,9 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from csrv2.backbones import VISION_CONFIG
 from csrv2.config import BackboneConfig, TrainConfig
-
-VISION_CONFIG = "vision_backbone.json"  # marks a finetuned vision backbone folder (see backbones.load_backbone)
 
 
 def trainable_backbone(backbone: BackboneConfig, train: TrainConfig) -> nn.Module:
@@ -111,7 +110,11 @@ class TrainableVisionBackbone(nn.Module):
     def save_pretrained(self, path: str | Path) -> None:
         from safetensors.torch import save_file
 
-        model = self.model.merge_and_unload() if hasattr(self.model, "merge_and_unload") else self.model
+        model = self.model
+        if hasattr(model, "merge_and_unload"):  # on a copy: merging in place would end the adapters' training
+            import copy
+
+            model = copy.deepcopy(model).merge_and_unload()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
