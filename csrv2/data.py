@@ -542,11 +542,38 @@ def _column(df, column: str, spec: TaskSpec, field_name: str, text: bool) -> lis
     return values
 
 
+# A YAML retrieval / reranking task is a folder laid out like ../shared/data's:
+#   retrieval: corpus.jsonl {id, text}; queries.jsonl {id, text}; qrels.tsv with columns query_id, doc_id, relevance
+#   reranking: rerank.jsonl {query, positive: [texts], negative: [texts], split}; rows without a split are test rows,
+#              so training needs rows with "split": "train"
+RANKING_FILES = {"retrieval": ("corpus.jsonl", "queries.jsonl", "qrels.tsv"), "reranking": ("rerank.jsonl",)}
+
+
+def _ranking_task_from_folder(spec: TaskSpec) -> Task:
+    """Retrieval / reranking from a folder of jsonl (+ qrels.tsv) files; splits as the shared-data tasks get them."""
+    folder = Path(spec.path).expanduser()
+    wanted = RANKING_FILES[spec.type]
+    missing = [f for f in wanted if not (folder / f).is_file()]
+    if not folder.is_dir() or missing:
+        raise ValueError(f"data.tasks[{spec.name}].path={spec.path!r}: a {spec.type} task is a folder holding "
+                         f"{', '.join(wanted)}; missing: {', '.join(missing) if folder.is_dir() else 'the folder'}")
+    try:
+        task = _shared_task(spec.type, folder)
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"data.tasks[{spec.name}] ({folder}): a row lacks or mangles the field {err}; expected "
+                         f"{', '.join(wanted)} laid out as in csrv2.data.RANKING_FILES") from err
+    task.name, task.description = spec.name, f"{spec.type} from {spec.path}"
+    return task
+
+
 def task_from_spec(spec: TaskSpec) -> Task:
     """A task from a local file or a Hugging Face dataset, with the columns `spec` names (config.TaskSpec)."""
-    if spec.type not in ("classification", "clustering", "sts", "pair_classification"):
-        raise ValueError(f"data.tasks[{spec.name}].type={spec.type!r}: tasks from files support classification, "
-                         f"clustering, sts and pair_classification")
+    if spec.type in ("retrieval", "reranking"):
+        return _ranking_task_from_folder(spec)
+    if spec.type == "image_classification":
+        raise ValueError(f"data.tasks[{spec.name}].type=image_classification: image tasks come from the catalog "
+                         "(python -m csrv2.data list); files support classification, clustering, sts, "
+                         "pair_classification, retrieval and reranking")
     tables = _read_table(spec)
     if spec.split_column:
         import pandas as pd

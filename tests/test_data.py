@@ -91,6 +91,36 @@ def test_classification_task_from_a_csv_file(tmp_path):
     assert all(("spam" if int(t.split()[-1]) % 3 == 0 else "ham") == task.label_names[y] for t, y in zip(texts, labels))
 
 
+def test_retrieval_and_reranking_tasks_from_folders(tmp_path):
+    ret = tmp_path / "ret"
+    ret.mkdir()
+    docs = {f"d{i}": f"document about topic {i}" for i in range(6)}
+    (ret / "corpus.jsonl").write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in docs.items()))
+    (ret / "queries.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "text": f"topic {i}?"}) + "\n"
+                                               for i in range(4)))
+    (ret / "qrels.tsv").write_text("query_id\tdoc_id\trelevance\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(4)))
+    task = get_task("mine", [TaskSpec(name="mine", type="retrieval", path=str(ret))])
+    assert task.name == "mine" and task.corpus == list(docs.values()) and set(task.splits) == {"train", "test"}
+    queries = [q for s in task.splits.values() for q in s.query_ids]
+    assert sorted(queries) == ["q0", "q1", "q2", "q3"]  # halved between train and test, none lost
+    assert all(task.splits[s].qrels[q] == {"d" + q[1:]: 1} for s in task.splits for q in task.splits[s].query_ids)
+
+    rr = tmp_path / "rr"
+    rr.mkdir()
+    rows = [{"query": f"q{i}", "positive": [f"p{i}"], "negative": [f"n{i}", "x"], "split": "train" if i < 3 else "test"}
+            for i in range(5)]
+    (rr / "rerank.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = get_task("r", [TaskSpec(name="r", type="reranking", path=str(rr))])
+    assert len(task.splits["train"]) == 3 and len(task.splits["test"]) == 2
+
+    with pytest.raises(ValueError, match=r"qrels.tsv"):  # a missing file is named
+        (ret / "qrels.tsv").unlink()
+        data.task_from_spec(TaskSpec(name="mine", type="retrieval", path=str(ret)))
+    (rr / "rerank.jsonl").write_text(json.dumps({"query": "q", "positive": ["p"]}) + "\n")
+    with pytest.raises(ValueError, match=r"data.tasks\[r\].*negative"):  # a row without a field is named
+        data.task_from_spec(TaskSpec(name="r", type="reranking", path=str(rr)))
+
+
 def test_pair_tasks_from_jsonl_with_a_split_column(tmp_path):
     path = tmp_path / "p.jsonl"
     rows = [{"a": f"s{i}", "b": f"t{i}", "sim": float(i % 6), "part": "train" if i < 8 else "test"} for i in range(12)]
