@@ -121,6 +121,19 @@ def test_retrieval_and_reranking_tasks_from_folders(tmp_path):
         data.task_from_spec(TaskSpec(name="r", type="reranking", path=str(rr)))
 
 
+def test_hf_path_reads_a_datasets_folder_with_its_splits(tmp_path, monkeypatch):
+    """`hf:<id>` goes through datasets.load_dataset; a local folder of split files exercises it offline."""
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    for split, n in (("train", 12), ("validation", 4), ("test", 6)):
+        (folder / f"{split}.csv").write_text("text,label\n" + "".join(f"{split} text {i},{i % 2}\n" for i in range(n)))
+    task = data.task_from_spec(TaskSpec(name="h", type="classification", path=f"hf:{folder}"))
+    assert {k: len(v) for k, v in task.splits.items()} == {"train": 12, "dev": 4, "test": 6}
+    assert task.label_names == ["0", "1"] and task.splits["test"].texts[0] == "test text 0"
+
+
 def test_pair_tasks_from_jsonl_with_a_split_column(tmp_path):
     path = tmp_path / "p.jsonl"
     rows = [{"a": f"s{i}", "b": f"t{i}", "sim": float(i % 6), "part": "train" if i < 8 else "test"} for i in range(12)]
