@@ -64,9 +64,9 @@ def test_prompts_and_batch_order_do_not_change_rows(minilm):
         minilm.encode(TEXTS, kind="passage")
 
 
-def test_unknown_backbone_name_fails_naming_it():
+def test_unknown_backbone_name_fails_naming_it(tmp_path):
     with pytest.raises(Exception, match="no-such-model"):
-        load_backbone(BackboneConfig(name="/no/such/dir/no-such-model"))
+        load_backbone(BackboneConfig(name=str(tmp_path / "missing" / "no-such-model")))
 
 
 def test_vision_encoder_wraps_any_module_and_pools():
