@@ -154,14 +154,17 @@ class VisionEncoder:
         out = np.empty((n, self.dim), dtype=np.float32)
         for start in tqdm(range(0, n, size), desc=f"embed {self.name}", disable=not progress or n <= size):
             x = self.preprocess(images[start:start + size]).to(self.device)
-            feats = self.module(x)
-            if feats.ndim == 4:  # (B, C, H, W) feature map → global average pool
-                feats = feats.mean(dim=(2, 3))
-            feats = feats.float()
-            if self.normalize:
-                feats = torch.nn.functional.normalize(feats, dim=-1)
-            out[start:start + len(x)] = feats.cpu().numpy()
+            out[start:start + len(x)] = self.features(x, self.module).cpu().numpy()
         return out
+
+    def features(self, x: torch.Tensor, module: torch.nn.Module | Callable) -> torch.Tensor:
+        """Preprocessed images (B, 3, S, S) through `module` → pooled (and normalised) float features (B, dim).
+        `module` is this encoder's network, or a trainable copy of it (csrv2.finetune)."""
+        feats = module(x)
+        if feats.ndim == 4:  # (B, C, H, W) feature map → global average pool
+            feats = feats.mean(dim=(2, 3))
+        feats = feats.float()
+        return torch.nn.functional.normalize(feats, dim=-1) if self.normalize else feats
 
 
 def efficientnet_lite0(device: str = "auto", batch_size: int = 64, normalize: bool = True,

@@ -101,11 +101,7 @@ class TrainableVisionBackbone(nn.Module):
     def forward(self, images) -> Tensor:
         """images: uint8 (B, H, W) or (B, H, W, 3) → (B, dim) features with gradient, pooled and normalised."""
         device = next(self.model.parameters()).device
-        feats = self.model(self.encoder.preprocess(images).to(device))
-        if feats.ndim == 4:  # (B, C, h, w) → global average pool
-            feats = feats.mean(dim=(2, 3))
-        feats = feats.float()
-        return F.normalize(feats, dim=1) if self.cfg.normalize else feats
+        return self.encoder.features(self.encoder.preprocess(images).to(device), self.model)
 
     def save_pretrained(self, path: str | Path) -> None:
         from safetensors.torch import save_file
