@@ -560,8 +560,9 @@ def _ranking_task_from_folder(spec: TaskSpec) -> Task:
     try:
         task = _shared_task(spec.type, folder)
     except (KeyError, ValueError) as err:
-        raise ValueError(f"data.tasks[{spec.name}] ({folder}): a row lacks or mangles the field {err}; expected "
-                         f"{', '.join(wanted)} laid out as in csrv2.data.RANKING_FILES") from err
+        problem = f"a row has no field {err}" if isinstance(err, KeyError) else f"a value does not parse ({err})"
+        raise ValueError(f"data.tasks[{spec.name}] ({folder}): {problem}; expected {', '.join(wanted)} laid out as "
+                         "described above csrv2.data.RANKING_FILES") from err
     task.name, task.description = spec.name, f"{spec.type} from {spec.path}"
     return task
 
