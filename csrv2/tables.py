@@ -222,7 +222,9 @@ def _f32(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
-def _training_arrays(task, config: Config, max_train: int, rng) -> tuple[np.ndarray, np.ndarray, list[str] | np.ndarray]:
+def _training_arrays(
+    task, config: Config, max_train: int, rng
+) -> tuple[np.ndarray, np.ndarray, list[str] | np.ndarray]:
     """The train split's examples with contrastive labels (csrv2.data), capped before embedding (seeded):
     embeddings (N, d), labels (N,), and the texts (N,) or images (N, H, W[, 3]) they were embedded from.
 
