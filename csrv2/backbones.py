@@ -75,8 +75,10 @@ class TextEncoder:
             extra = {dtype_arg: "auto"} if self.device.type == "cuda" else {}
             self.model = AutoModel.from_pretrained(path, **extra).eval().to(self.device)
         except OSError as err:
-            raise OSError(f"backbone.name={cfg.name!r}: not an asset ({', '.join(assets.ASSETS)}), not a local "
-                          f"folder, and loading it as a Hugging Face id failed: {err}") from err
+            raise OSError(
+                f"backbone.name={cfg.name!r}: not an asset ({', '.join(assets.ASSETS)}), not a local "
+                f"folder, and loading it as a Hugging Face id failed: {err}"
+            ) from err
         if self.tokenizer.pad_token is None:  # decoder LLMs (last-token pooling) often have no pad token
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.dim = int(self.model.config.hidden_size)
@@ -85,8 +87,9 @@ class TextEncoder:
         self.max_length = min(cfg.max_length, limit or cfg.max_length)
 
     @torch.inference_mode()
-    def encode(self, texts: Sequence[str], kind: str = "document", batch_size: int | None = None,
-               progress: bool = True) -> np.ndarray:
+    def encode(
+        self, texts: Sequence[str], kind: str = "document", batch_size: int | None = None, progress: bool = True
+    ) -> np.ndarray:
         """texts (N,) → float32 (N, dim). kind "query" prepends `query_prompt`, "document" `document_prompt`."""
         if kind not in ("query", "document"):
             raise ValueError(f"kind={kind!r} is not valid; choose query or document")
@@ -95,12 +98,17 @@ class TextEncoder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths together: less padding
         size = batch_size or self.cfg.batch_size
-        bar = tqdm(total=len(texts), desc=f"embed {Path(self.cfg.name).name}", disable=not progress or len(texts) <= size,
-                   unit="text")
+        bar = tqdm(
+            total=len(texts),
+            desc=f"embed {Path(self.cfg.name).name}",
+            disable=not progress or len(texts) <= size,
+            unit="text",
+        )
         for start in range(0, len(texts), size):
-            idx = order[start:start + size]
-            batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt").to(self.device)
+            idx = order[start : start + size]
+            batch = self.tokenizer(
+                [texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            ).to(self.device)
             hidden = self.model(**batch).last_hidden_state  # (B, T, d)
             emb = pool(hidden, batch["attention_mask"], self.cfg.pooling).float()
             if self.cfg.normalize:
@@ -123,12 +131,27 @@ class VisionEncoder:
     of PIL images; it resizes to `image_size`, normalises with `mean`/`std` and returns float32 (N, dim).
     """
 
-    def __init__(self, module: torch.nn.Module | Callable, dim: int, image_size: int = 224,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 normalize: bool = True, device: str = "auto", batch_size: int = 64, name: str = "vision"):
+    def __init__(
+        self,
+        module: torch.nn.Module | Callable,
+        dim: int,
+        image_size: int = 224,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        normalize: bool = True,
+        device: str = "auto",
+        batch_size: int = 64,
+        name: str = "vision",
+    ):
         self.device = resolve_device(device)
         self.module = module.eval().to(self.device) if isinstance(module, torch.nn.Module) else module
-        self.dim, self.image_size, self.normalize, self.batch_size, self.name = dim, image_size, normalize, batch_size, name
+        self.dim, self.image_size, self.normalize, self.batch_size, self.name = (
+            dim,
+            image_size,
+            normalize,
+            batch_size,
+            name,
+        )
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
 
@@ -143,8 +166,9 @@ class VisionEncoder:
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"images must be (N, H, W) or (N, H, W, 3), got shape {tuple(images.shape)}")
         x = x.permute(0, 3, 1, 2)
-        x = torch.nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
-                                            align_corners=False, antialias=True)
+        x = torch.nn.functional.interpolate(
+            x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True
+        )
         return (x - self.mean) / self.std
 
     @torch.inference_mode()
@@ -153,8 +177,8 @@ class VisionEncoder:
         size = batch_size or self.batch_size
         out = np.empty((n, self.dim), dtype=np.float32)
         for start in tqdm(range(0, n, size), desc=f"embed {self.name}", disable=not progress or n <= size):
-            x = self.preprocess(images[start:start + size]).to(self.device)
-            out[start:start + len(x)] = self.features(x, self.module).cpu().numpy()
+            x = self.preprocess(images[start : start + size]).to(self.device)
+            out[start : start + len(x)] = self.features(x, self.module).cpu().numpy()
         return out
 
     def features(self, x: torch.Tensor, module: torch.nn.Module | Callable) -> torch.Tensor:
@@ -167,8 +191,9 @@ class VisionEncoder:
         return torch.nn.functional.normalize(feats, dim=-1) if self.normalize else feats
 
 
-def efficientnet_lite0(device: str = "auto", batch_size: int = 64, normalize: bool = True,
-                       image_size: int = 224) -> VisionEncoder:
+def efficientnet_lite0(
+    device: str = "auto", batch_size: int = 64, normalize: bool = True, image_size: int = 224
+) -> VisionEncoder:
     """EfficientNet-Lite0 with ImageNet weights (asset efficientnet-lite0): 224×224 input (trained size; smaller sizes
     trade accuracy for speed), 1280-d pooled features."""
     folder = assets.fetch("efficientnet-lite0")
@@ -181,8 +206,9 @@ def efficientnet_lite0(device: str = "auto", batch_size: int = 64, normalize: bo
     return _lite_encoder(model, device, batch_size, normalize, image_size)
 
 
-def _lite_encoder(model: torch.nn.Module, device: str, batch_size: int, normalize: bool,
-                  image_size: int) -> VisionEncoder:
+def _lite_encoder(
+    model: torch.nn.Module, device: str, batch_size: int, normalize: bool, image_size: int
+) -> VisionEncoder:
     class Features(torch.nn.Module):  # extract_features: (B, 3, 224, 224) → (B, 1280, 7, 7)
         def __init__(self, net):
             super().__init__()
@@ -191,8 +217,17 @@ def _lite_encoder(model: torch.nn.Module, device: str, batch_size: int, normaliz
         def forward(self, x):
             return self.net.extract_features(x)
 
-    return VisionEncoder(Features(model), dim=1280, image_size=image_size, mean=LITE_MEAN, std=LITE_STD,
-                         normalize=normalize, device=device, batch_size=batch_size, name="efficientnet-lite0")
+    return VisionEncoder(
+        Features(model),
+        dim=1280,
+        image_size=image_size,
+        mean=LITE_MEAN,
+        std=LITE_STD,
+        normalize=normalize,
+        device=device,
+        batch_size=batch_size,
+        name="efficientnet-lite0",
+    )
 
 
 def load_backbone(cfg: BackboneConfig) -> TextEncoder | VisionEncoder:
@@ -214,11 +249,22 @@ def load_backbone(cfg: BackboneConfig) -> TextEncoder | VisionEncoder:
 
         net = getattr(torchvision.models, cfg.name.split(":", 1)[1])(weights="DEFAULT")
         if not hasattr(net, "fc"):
-            raise ValueError(f"backbone.name={cfg.name!r}: only torchvision models with an `fc` head (ResNets) are "
-                             f"wrapped automatically; wrap others with csrv2.backbones.VisionEncoder")
+            raise ValueError(
+                f"backbone.name={cfg.name!r}: only torchvision models with an `fc` head (ResNets) are "
+                f"wrapped automatically; wrap others with csrv2.backbones.VisionEncoder"
+            )
         dim = net.fc.in_features
         net.fc = torch.nn.Identity()  # pooled features (B, dim) instead of class logits
-        return VisionEncoder(net, dim=dim, image_size=cfg.image_size, normalize=cfg.normalize, device=cfg.device,
-                             batch_size=cfg.batch_size, name=cfg.name)
-    raise ValueError(f"backbone.name={cfg.name!r} is not a known vision backbone; use efficientnet-lite0, "
-                     f"torchvision:<model>, or wrap any module with csrv2.backbones.VisionEncoder")
+        return VisionEncoder(
+            net,
+            dim=dim,
+            image_size=cfg.image_size,
+            normalize=cfg.normalize,
+            device=cfg.device,
+            batch_size=cfg.batch_size,
+            name=cfg.name,
+        )
+    raise ValueError(
+        f"backbone.name={cfg.name!r} is not a known vision backbone; use efficientnet-lite0, "
+        f"torchvision:<model>, or wrap any module with csrv2.backbones.VisionEncoder"
+    )

@@ -44,8 +44,16 @@ def get_encoder(cfg: BackboneConfig):
 def cache_path(cfg: BackboneConfig, key: str, fingerprint: str, kind: str = "document") -> Path:
     """Where the embeddings of (backbone settings, key, content fingerprint) live."""
     prompt = cfg.query_prompt if kind == "query" else cfg.document_prompt
-    settings = {"backbone": cfg.name, "kind": cfg.kind, "pooling": cfg.pooling, "prompt": prompt,
-                "max_length": cfg.max_length, "normalize": cfg.normalize, "key": key, "content": fingerprint}
+    settings = {
+        "backbone": cfg.name,
+        "kind": cfg.kind,
+        "pooling": cfg.pooling,
+        "prompt": prompt,
+        "max_length": cfg.max_length,
+        "normalize": cfg.normalize,
+        "key": key,
+        "content": fingerprint,
+    }
     if cfg.kind == "vision":  # only vision backbones resize (text keys stay as they were)
         settings["image_size"] = cfg.image_size
     if Path(cfg.name).is_dir():  # a local folder (e.g. a finetuned backbone) can be rewritten under the same name
@@ -57,8 +65,9 @@ def cache_path(cfg: BackboneConfig, key: str, fingerprint: str, kind: str = "doc
 
 def _folder_fingerprint(folder: Path) -> str:
     """Name, size and modification time (ns) of every file in a model folder: changes whenever its weights do."""
-    stats = sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
-                   for p in folder.rglob("*") if p.is_file())
+    stats = sorted(
+        (str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    )
     return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
 
 
@@ -129,8 +138,9 @@ def training_arrays(config: Config) -> tuple[np.ndarray, np.ndarray]:
     Labels follow the task type (PAPER.md; see csrv2.data.Task.training_examples).
     """
     if not config.data.task:
-        raise ValueError("data.task is empty: name a catalog task (python -m csrv2.data list) "
-                         "or one defined in data.tasks")
+        raise ValueError(
+            "data.task is empty: name a catalog task (python -m csrv2.data list) or one defined in data.tasks"
+        )
     task = get_task(config.data.task, config.data.tasks)
     return _embed_examples(config.backbone, task, "train")
 
@@ -149,15 +159,21 @@ def embed_split(backbone_cfg: BackboneConfig, task: Task, split: str) -> dict[st
     if task.type in ("classification", "clustering"):
         return {"texts": embed_texts(backbone_cfg, s.texts, f"{base}/texts")}
     if task.type in ("sts", "pair_classification"):
-        return {"texts": embed_texts(backbone_cfg, s.texts, f"{base}/texts"),
-                "texts2": embed_texts(backbone_cfg, s.texts2, f"{base}/texts2")}
+        return {
+            "texts": embed_texts(backbone_cfg, s.texts, f"{base}/texts"),
+            "texts2": embed_texts(backbone_cfg, s.texts2, f"{base}/texts2"),
+        }
     if task.type == "retrieval":
-        return {"queries": embed_texts(backbone_cfg, s.texts, f"{base}/queries", "query"),
-                "corpus": embed_texts(backbone_cfg, task.corpus, f"{task.name}/corpus")}
+        return {
+            "queries": embed_texts(backbone_cfg, s.texts, f"{base}/queries", "query"),
+            "corpus": embed_texts(backbone_cfg, task.corpus, f"{task.name}/corpus"),
+        }
     if task.type == "reranking":
         candidates = [t for pos, neg in zip(s.positives, s.negatives) for t in pos + neg]
-        return {"queries": embed_texts(backbone_cfg, s.texts, f"{base}/queries", "query"),
-                "candidates": embed_texts(backbone_cfg, candidates, f"{base}/candidates")}
+        return {
+            "queries": embed_texts(backbone_cfg, s.texts, f"{base}/queries", "query"),
+            "candidates": embed_texts(backbone_cfg, candidates, f"{base}/candidates"),
+        }
     raise ValueError(f"task {task.name}: unknown type {task.type!r}")
 
 

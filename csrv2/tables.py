@@ -129,8 +129,12 @@ class GridConfig:
         if method == "csrv2-finetune":
             overrides.append("train.backbone=full")
         overrides += self.method_overrides.get(method, [])
-        overrides += [f"train.objective={TRAINED.get(method, 'csrv2')}", f"train.seed={seed}", f"data.task={task}",
-                      f"eval.ks={list(self.ks)}"]
+        overrides += [
+            f"train.objective={TRAINED.get(method, 'csrv2')}",
+            f"train.seed={seed}",
+            f"data.task={task}",
+            f"eval.ks={list(self.ks)}",
+        ]
         if k is not None:
             overrides.append(f"head.k={k}")
         folder = Path(self.output_dir) / "heads" / task / method / (f"k{k}" if k is not None else "all") / f"seed{seed}"
@@ -178,7 +182,9 @@ def prepare_task(
         rows = np.sort(rng.choice(len(split), max_eval, replace=False))
         if task.type == "retrieval":
             ids = [split.query_ids[i] for i in rows]
-            split = data.Split(texts=[split.texts[i] for i in rows], query_ids=ids, qrels={q: split.qrels[q] for q in ids})
+            split = data.Split(
+                texts=[split.texts[i] for i in rows], query_ids=ids, qrels={q: split.qrels[q] for q in ids}
+            )
         else:
             split = split.subset(rows)
         key += f"-sub{max_eval}s{seed}"
@@ -188,32 +194,46 @@ def prepare_task(
             test = cache.embed_images(bb, split.images, f"{key}/images")
         else:
             test = cache.embed_texts(bb, split.texts, f"{key}/texts")
-        emb = EmbeddedTask(name, t, {"train": train_x, "test": _f32(test)},
-                           {"train_labels": train_y, "test_labels": split.labels})
+        emb = EmbeddedTask(
+            name, t, {"train": train_x, "test": _f32(test)}, {"train_labels": train_y, "test_labels": split.labels}
+        )
     elif t == "clustering":
-        emb = EmbeddedTask(name, t, {"test": _f32(cache.embed_texts(bb, split.texts, f"{key}/texts"))},
-                           {"labels": split.labels})
+        emb = EmbeddedTask(
+            name, t, {"test": _f32(cache.embed_texts(bb, split.texts, f"{key}/texts"))}, {"labels": split.labels}
+        )
     elif t in ("sts", "pair_classification"):
-        arrays = {"text1": _f32(cache.embed_texts(bb, split.texts, f"{key}/texts")),
-                  "text2": _f32(cache.embed_texts(bb, split.texts2, f"{key}/texts2"))}
+        arrays = {
+            "text1": _f32(cache.embed_texts(bb, split.texts, f"{key}/texts")),
+            "text2": _f32(cache.embed_texts(bb, split.texts2, f"{key}/texts2")),
+        }
         gold = {"scores": split.scores} if t == "sts" else {"labels": split.labels}
         emb = EmbeddedTask(name, t, arrays, gold)
     elif t == "retrieval":
         row_of = {doc_id: i for i, doc_id in enumerate(task.corpus_ids)}
-        relevance = [{row_of[d]: float(g) for d, g in split.qrels.get(q, {}).items() if d in row_of}
-                     for q in split.query_ids]
-        arrays = {"queries": _f32(cache.embed_texts(bb, split.texts, f"{key}/queries", "query")),
-                  "corpus": _f32(cache.embed_texts(bb, task.corpus, f"{name}/corpus"))}
+        relevance = [
+            {row_of[d]: float(g) for d, g in split.qrels.get(q, {}).items() if d in row_of} for q in split.query_ids
+        ]
+        arrays = {
+            "queries": _f32(cache.embed_texts(bb, split.texts, f"{key}/queries", "query")),
+            "corpus": _f32(cache.embed_texts(bb, task.corpus, f"{name}/corpus")),
+        }
         emb = EmbeddedTask(name, t, arrays, {"relevance": relevance})
     else:  # reranking: candidates are each query's positives then negatives, concatenated in query order
         candidates, groups, start = [], [], 0
         for i, (pos, neg) in enumerate(zip(split.positives, split.negatives)):
             candidates += list(pos) + list(neg)
-            groups.append((i, np.arange(start, start + len(pos) + len(neg)),
-                           np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)]))
+            groups.append(
+                (
+                    i,
+                    np.arange(start, start + len(pos) + len(neg)),
+                    np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)],
+                )
+            )
             start += len(pos) + len(neg)
-        arrays = {"queries": _f32(cache.embed_texts(bb, split.texts, f"{key}/queries", "query")),
-                  "docs": _f32(cache.embed_texts(bb, candidates, f"{key}/candidates"))}
+        arrays = {
+            "queries": _f32(cache.embed_texts(bb, split.texts, f"{key}/queries", "query")),
+            "docs": _f32(cache.embed_texts(bb, candidates, f"{key}/candidates")),
+        }
         emb = EmbeddedTask(name, t, arrays, {"groups": groups})
     return PreparedTask(emb, train_x, train_y, train_inputs)
 
@@ -322,6 +342,7 @@ def run_grid(
     records: list[dict] = []
     started = time.perf_counter()
     if prepare is None:
+
         def prepare(name: str, config: Config) -> PreparedTask:
             return prepare_task(name, config, grid.max_train, grid.max_eval)
 
@@ -373,8 +394,7 @@ def _run_method(grid: GridConfig, method: str, prepared: PreparedTask, log) -> l
                 head, train_s = load_or_train(grid.run_config(method, k, seed, task.name), arrays)
                 t1 = time.perf_counter()
                 res = evaluate_task(task, SparseFeaturizer(head), [k], cs)
-                records.append(_record(task, method, k, seed, res[k], train_s=train_s,
-                                       eval_s=time.perf_counter() - t1))
+                records.append(_record(task, method, k, seed, res[k], train_s=train_s, eval_s=time.perf_counter() - t1))
         else:
             head, train_s = load_or_train(grid.run_config(method, None, seed, task.name), arrays)
             t1 = time.perf_counter()
@@ -407,8 +427,10 @@ def _run_finetune(grid: GridConfig, prepared: PreparedTask, prepare, log) -> lis
             res = evaluate_task(rescored, SparseFeaturizer(head), ks, grid.clustering_seeds)
             dense = evaluate_task(rescored, DenseFeaturizer(), ks, grid.clustering_seeds)[None]["score"]
             eval_s = (time.perf_counter() - t1) / len(ks)
-            records += [_record(task, method, kk, seed, res[kk], train_s=train_s, eval_s=eval_s, finetuned_dense=dense)
-                        for kk in ks]
+            records += [
+                _record(task, method, kk, seed, res[kk], train_s=train_s, eval_s=eval_s, finetuned_dense=dense)
+                for kk in ks
+            ]
     scores = " ".join(f"{r['k']}:{100 * r['score']:.1f}" for r in records if r["seed"] == grid.seeds[0])
     log(f"[{task.name}] {method}: {scores} ({time.perf_counter() - t0:.0f}s)")
     return records
@@ -429,7 +451,12 @@ def machine() -> dict:
 
 def write_outputs(grid: GridConfig, records: list[dict], elapsed_s: float) -> None:
     out = Path(grid.output_dir)
-    payload = {"grid": dataclasses.asdict(grid), "machine": machine(), "elapsed_s": round(elapsed_s, 1), "records": records}
+    payload = {
+        "grid": dataclasses.asdict(grid),
+        "machine": machine(),
+        "elapsed_s": round(elapsed_s, 1),
+        "records": records,
+    }
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(payload, indent=1) + "\n")
     tmp.replace(out / "results.json")
@@ -481,23 +508,30 @@ def summary(records: list[dict], ks: list[int], methods: list[str]) -> dict:
         if task not in tasks_by_type[e["type"]]:
             tasks_by_type[e["type"]].append(task)
     all_tasks = [t for ts in tasks_by_type.values() for t in ts]
-    res: dict[str, Any] = {"tasks": {}, "types": {}, "by_type": {t: {} for t in tasks_by_type}, "dead": {},
-                           "postings": {}, "task_list": all_tasks, "type_list": list(tasks_by_type)}
+    res: dict[str, Any] = {
+        "tasks": {},
+        "types": {},
+        "by_type": {t: {} for t in tasks_by_type},
+        "dead": {},
+        "postings": {},
+        "task_list": all_tasks,
+        "type_list": list(tasks_by_type),
+    }
     for m in methods:
         res["tasks"][m] = {k: _cell(agg, m, k, all_tasks) for k in ks}
         for typ, ts in tasks_by_type.items():
             res["by_type"][typ][m] = {k: _cell(agg, m, k, ts) for k in ks}
         per_type = [[res["by_type"][typ][m][k] for typ in tasks_by_type] for k in ks]
-        res["types"][m] = {k: (None if any(v is None for v in vs) else float(np.mean(vs)))
-                           for k, vs in zip(ks, per_type)}
+        res["types"][m] = {
+            k: (None if any(v is None for v in vs) else float(np.mean(vs))) for k, vs in zip(ks, per_type)
+        }
         res["dead"][m] = {k: _cell(agg, m, k, all_tasks, "dead_pct") for k in ks}
         res["postings"][m] = {k: _cell(agg, m, k, all_tasks, "postings_fraction") for k in ks}
     return res
 
 
 def _md(title: str, rows: dict, ks: list[int], methods: list[str], fmt="{:.2f}", note: dict | None = None) -> str:
-    lines = [f"### {title}", "", "| method | " + " | ".join(f"k={k}" for k in ks) + " |",
-             "|---|" + "---|" * len(ks)]
+    lines = [f"### {title}", "", "| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
     for m in methods:
         vals = rows.get(m, {})
         if all(vals.get(k) is None for k in ks):
@@ -523,12 +557,32 @@ def render_table(records: list[dict], ks: list[int], methods: list[str]) -> str:
         _md("Mean over task types (each type weighted equally)", s["types"], ks, methods, note=not_run),
     ]
     for typ in s["type_list"]:
-        parts.append(_md(f"{typ} ({', '.join(t for t in s['task_list'] if _type_of(records, t) == typ)})",
-                         s["by_type"][typ], ks, methods))
-    parts.append(_md("Dead latents, % of h never active on the evaluation data (mean over tasks)",
-                     {m: s["dead"][m] for m in sparse}, ks, sparse, fmt="{:.1f}"))
-    parts.append(_md("Postings touched per query, fraction of the database (Σ_j p_q(j)·p_d(j))",
-                     {m: s["postings"][m] for m in sparse}, ks, sparse, fmt="{:.4f}"))
+        parts.append(
+            _md(
+                f"{typ} ({', '.join(t for t in s['task_list'] if _type_of(records, t) == typ)})",
+                s["by_type"][typ],
+                ks,
+                methods,
+            )
+        )
+    parts.append(
+        _md(
+            "Dead latents, % of h never active on the evaluation data (mean over tasks)",
+            {m: s["dead"][m] for m in sparse},
+            ks,
+            sparse,
+            fmt="{:.1f}",
+        )
+    )
+    parts.append(
+        _md(
+            "Postings touched per query, fraction of the database (Σ_j p_q(j)·p_d(j))",
+            {m: s["postings"][m] for m in sparse},
+            ks,
+            sparse,
+            fmt="{:.4f}",
+        )
+    )
     notes = [f"- {LABELS[m]}: {not_run[m]}" for m in methods if m in not_run]
     if notes:
         parts.append("\n".join(notes) + "\n")
@@ -554,8 +608,12 @@ def render_comparison(records: list[dict], ks: list[int]) -> str:
     methods = ["mrl", "csr", "csrv2-linear", "csrv2-finetune", "dense"]
     s = summary(records, ks, methods)
     pk = [k for k in ks if k in PAPER["mrl"]]
-    lines = ["# Measured (mean over tasks) beside PAPER.md (e5-mistral-7b, MTEB average)", "",
-             "| method | " + " | ".join(f"k={k} ours / paper" for k in pk) + " |", "|---|" + "---|" * len(pk)]
+    lines = [
+        "# Measured (mean over tasks) beside PAPER.md (e5-mistral-7b, MTEB average)",
+        "",
+        "| method | " + " | ".join(f"k={k} ours / paper" for k in pk) + " |",
+        "|---|" + "---|" * len(pk),
+    ]
     for m in methods:
         cells = []
         for k in pk:
@@ -581,17 +639,23 @@ def render_comparison(records: list[dict], ks: list[int]) -> str:
 
     for k in (2, 4):
         if k in ks:
-            lines.append(f"- k={k}: CSRv2 above CSR: {ok(cmp(t['csrv2-linear'][k], t['csr'][k]))} "
-                         f"({_f(t['csrv2-linear'][k])} vs {_f(t['csr'][k])}); CSR above MRL: "
-                         f"{ok(cmp(t['csr'][k], t['mrl'][k]))} ({_f(t['csr'][k])} vs {_f(t['mrl'][k])})")
+            lines.append(
+                f"- k={k}: CSRv2 above CSR: {ok(cmp(t['csrv2-linear'][k], t['csr'][k]))} "
+                f"({_f(t['csrv2-linear'][k])} vs {_f(t['csr'][k])}); CSR above MRL: "
+                f"{ok(cmp(t['csr'][k], t['mrl'][k]))} ({_f(t['csr'][k])} vs {_f(t['mrl'][k])})"
+            )
     if 2 in ks:
-        lines.append(f"- dead latents at k=2 fall from CSR to CSRv2: {ok(cmp(d['csr'][2], d['csrv2-linear'][2]))} "
-                     f"({_f(d['csr'][2])} % vs {_f(d['csrv2-linear'][2])} %; paper 88.1 → 22.0)")
+        lines.append(
+            f"- dead latents at k=2 fall from CSR to CSRv2: {ok(cmp(d['csr'][2], d['csrv2-linear'][2]))} "
+            f"({_f(d['csr'][2])} % vs {_f(d['csrv2-linear'][2])} %; paper 88.1 → 22.0)"
+        )
     if 2 in ks and 8 in ks:
         a, b = t["csrv2-linear"][2], t["csr"][8]
         near = None if a is None or b is None else a >= b - 2.0
-        lines.append(f"- CSRv2 at k=2 near (within 2 points of, or above) CSR at k=8: {ok(near)} "
-                     f"({_f(a)} vs {_f(b)}; paper 53.4 vs 58.2 without finetuning, 58.4 with)")
+        lines.append(
+            f"- CSRv2 at k=2 near (within 2 points of, or above) CSR at k=8: {ok(near)} "
+            f"({_f(a)} vs {_f(b)}; paper 53.4 vs 58.2 without finetuning, 58.4 with)"
+        )
     return "\n".join(lines) + "\n"
 
 

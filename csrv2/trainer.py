@@ -122,12 +122,16 @@ class Trainer:
             source, labels = (ex.images, ex.labels) if vision else (ex.texts, ex.labels)
             where = f"data.task ({self.config.data.task})"
         if vision != isinstance(source, np.ndarray):
-            raise ValueError(f"{where}: backbone.kind={self.config.backbone.kind} needs "
-                             f"{'images' if vision else 'texts'}, but the training examples are "
-                             f"{'texts' if vision else 'images'}")
+            raise ValueError(
+                f"{where}: backbone.kind={self.config.backbone.kind} needs "
+                f"{'images' if vision else 'texts'}, but the training examples are "
+                f"{'texts' if vision else 'images'}"
+            )
         if len(source) == 0 or (labels is not None and len(labels) != len(source)):
-            raise ValueError(f"{where}: {len(source)} examples and {None if labels is None else len(labels)} labels; "
-                             "need at least one example and one label per example")
+            raise ValueError(
+                f"{where}: {len(source)} examples and {None if labels is None else len(labels)} labels; "
+                "need at least one example and one label per example"
+            )
         self._require_labels(labels, where)
         source = source if vision else list(source)
         return source, None if labels is None else np.asarray(labels, dtype=np.int64)

@@ -14,7 +14,9 @@ from csrv2.config import Config
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="YAML run config (only differences from the defaults)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.task=r8 backbone.name=all-mpnet-base-v2")
+    parser.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. data.task=r8 backbone.name=all-mpnet-base-v2"
+    )
     args = parser.parse_args(argv)
     config = Config.from_yaml(args.config, args.overrides)
     if not config.data.task and not config.eval.tasks:

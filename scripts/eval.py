@@ -19,8 +19,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="a grid YAML, e.g. configs/paper/text.yaml")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (0: torch's default); 1 is far faster on a machine shared with others")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0: torch's default); 1 is far faster on a machine shared with others",
+    )
     parser.add_argument("overrides", nargs="*", help="key=value overrides (grid keys, or base.section.key=value)")
     args = parser.parse_args(argv)
 

@@ -64,8 +64,9 @@ def test_interrupted_fetch_leaves_nothing_that_looks_complete(fake, monkeypatch)
     def boom(folder):
         raise KeyboardInterrupt  # e.g. Ctrl-C during the conversion step
 
-    monkeypatch.setitem(assets.ASSETS, "fake", Asset("fake", "dataset", ("fake==1.0",), {"fake/data/a.txt": "a.txt"},
-                                                     "test", boom))
+    monkeypatch.setitem(
+        assets.ASSETS, "fake", Asset("fake", "dataset", ("fake==1.0",), {"fake/data/a.txt": "a.txt"}, "test", boom)
+    )
     with pytest.raises(KeyboardInterrupt):
         assets.fetch("fake")
     assert not assets.asset_dir("fake").exists()

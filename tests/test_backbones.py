@@ -44,7 +44,8 @@ def test_minilm_matches_sentence_transformers(minilm):
 
     ours = minilm.encode(TEXTS, progress=False)
     ref = st.SentenceTransformer(str(assets.fetch("all-MiniLM-L6-v2")), device="cpu").encode(
-        TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+        TEXTS, normalize_embeddings=True, convert_to_numpy=True
+    )
     assert ours.shape == (len(TEXTS), 384) and ours.dtype == np.float32 and minilm.dim == 384
     cos = (ours * ref).sum(1) / np.linalg.norm(ref, axis=1)
     assert cos.min() >= 0.999, cos
@@ -100,6 +101,7 @@ def test_paraphrase_minilm_l3_converted_from_onnx():
     onnxruntime on the original file: cosine 1.0000 per row (onnxruntime is not a dependency, so not re-run here)."""
     enc = load_backbone(BackboneConfig(name="paraphrase-MiniLM-L3-v2", device="cpu"))
     assert enc.dim == 384 and enc.max_length == 128 and enc.model.config.num_hidden_layers == 3
-    x = enc.encode(["A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell today."],
-                   progress=False)
+    x = enc.encode(
+        ["A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell today."], progress=False
+    )
     assert x[0] @ x[1] > 0.7 and x[0] @ x[2] < 0.3, x @ x.T

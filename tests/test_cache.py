@@ -48,8 +48,13 @@ def test_key_covers_settings_prompt_and_content(fake):
     base = BackboneConfig()
     texts = ["a", "bb"]
     paths = {cache.cache_path(base, "k", cache._fingerprint_texts(texts))}
-    for changed in (BackboneConfig(pooling="cls"), BackboneConfig(max_length=128), BackboneConfig(normalize=False),
-                    BackboneConfig(name="other"), BackboneConfig(document_prompt="passage: ")):
+    for changed in (
+        BackboneConfig(pooling="cls"),
+        BackboneConfig(max_length=128),
+        BackboneConfig(normalize=False),
+        BackboneConfig(name="other"),
+        BackboneConfig(document_prompt="passage: "),
+    ):
         paths.add(cache.cache_path(changed, "k", cache._fingerprint_texts(texts)))
     paths.add(cache.cache_path(base, "k2", cache._fingerprint_texts(texts)))
     paths.add(cache.cache_path(base, "k", cache._fingerprint_texts(["a", "bc"])))
@@ -97,12 +102,25 @@ def test_an_interrupted_write_is_never_read_as_complete(fake, monkeypatch, tmp_p
 def test_training_arrays_for_a_yaml_task_use_query_prompts(fake, tmp_path):
     path = tmp_path / "pairs.csv"
     path.write_text("q,d,y\nshort,a longer document,1\nx,yy,0\nsame,same,1\n")
-    config = Config.from_dict({
-        "backbone": {"query_prompt": "query: "},
-        "data": {"task": "mine", "tasks": [{"name": "mine", "type": "pair_classification", "path": str(path),
-                                            "text_column": "q", "text2_column": "d", "label_column": "y",
-                                            "split_column": ""}]},
-    })
+    config = Config.from_dict(
+        {
+            "backbone": {"query_prompt": "query: "},
+            "data": {
+                "task": "mine",
+                "tasks": [
+                    {
+                        "name": "mine",
+                        "type": "pair_classification",
+                        "path": str(path),
+                        "text_column": "q",
+                        "text2_column": "d",
+                        "label_column": "y",
+                        "split_column": "",
+                    }
+                ],
+            },
+        }
+    )
     config.data.tasks[0].test_fraction = 0.0  # every row trains: small enough to check by hand
     X, labels = cache.training_arrays(config)
     assert X.shape == (5, 4) and X.dtype == np.float32 and labels.dtype == np.int64 and labels.shape == (5,)
@@ -114,8 +132,9 @@ def test_training_arrays_for_a_yaml_task_use_query_prompts(fake, tmp_path):
 def test_fill_embeds_training_and_eval_splits(fake, tmp_path):
     path = tmp_path / "c.csv"
     path.write_text("text,label\n" + "\n".join(f"t{i},{i % 2}" for i in range(10)))
-    config = Config.from_dict({"data": {"task": "c", "tasks": [{"name": "c", "path": str(path)}]},
-                               "eval": {"tasks": ["c"]}})
+    config = Config.from_dict(
+        {"data": {"task": "c", "tasks": [{"name": "c", "path": str(path)}]}, "eval": {"tasks": ["c"]}}
+    )
     assert cache.fill(config) == ["c/train (training examples)", "c/train", "c/test"]
 
 

@@ -16,8 +16,11 @@ def same(labels, i, j):
 
 
 def test_classification_labels_are_the_classes_of_the_train_split_only():
-    task = Task("t", "classification", {"train": Split(["a", "b", "c"], np.array([1, 0, 1])),
-                                        "test": Split(["x", "y"], np.array([0, 1]))})
+    task = Task(
+        "t",
+        "classification",
+        {"train": Split(["a", "b", "c"], np.array([1, 0, 1])), "test": Split(["x", "y"], np.array([0, 1]))},
+    )
     texts, labels = task.training_texts()
     assert texts == ["a", "b", "c"] and labels.tolist() == [1, 0, 1] and labels.dtype == np.int64
 
@@ -30,8 +33,9 @@ def test_sts_pairs_with_score_at_least_3_of_5_share_a_label():
     assert same(ex.labels, pos["a"], pos["b"]) and same(ex.labels, pos["e"], pos["f"])
     assert not same(ex.labels, pos["c"], pos["d"]) and not same(ex.labels, pos["a"], pos["g"])
     assert len(set(ex.labels.tolist())) == 5  # {a, b}, {e, f}, {c}, {d}, {g}
-    lee = Task("lee", "sts", {"train": Split(["a", "c"], texts2=["b", "d"], scores=np.array([0.6, 0.59]))},
-               score_max=1.0)  # scale 0-1: threshold 0.6
+    lee = Task(
+        "lee", "sts", {"train": Split(["a", "c"], texts2=["b", "d"], scores=np.array([0.6, 0.59]))}, score_max=1.0
+    )  # scale 0-1: threshold 0.6
     ex = lee.training_examples()
     assert ex.labels[0] == ex.labels[1] and ex.labels[2] != ex.labels[3]
 
@@ -46,8 +50,13 @@ def test_pair_classification_label_1_pairs_share_a_label():
 def test_retrieval_query_and_its_relevant_docs_share_a_label_others_unique():
     train = Split(["q1 text", "q2 text"], query_ids=["q1", "q2"], qrels={"q1": {"d1": 1, "d2": 1}, "q2": {"d3": 1}})
     test = Split(["q3 text"], query_ids=["q3"], qrels={"q3": {"d4": 1}})
-    task = Task("t", "retrieval", {"train": train, "test": test}, corpus_ids=["d1", "d2", "d3", "d4", "d5", "d6"],
-                corpus=["doc1", "doc2", "doc3", "doc4", "doc5", "  "])  # d6 empty: dropped
+    task = Task(
+        "t",
+        "retrieval",
+        {"train": train, "test": test},
+        corpus_ids=["d1", "d2", "d3", "d4", "d5", "d6"],
+        corpus=["doc1", "doc2", "doc3", "doc4", "doc5", "  "],
+    )  # d6 empty: dropped
     ex = task.training_examples()
     at = {t: i for i, t in enumerate(ex.texts)}
     assert "q3 text" not in at and "  " not in at  # test queries are never trained on
@@ -82,8 +91,9 @@ def test_classification_task_from_a_csv_file(tmp_path):
     rows = [f"text number {i},{'spam' if i % 3 == 0 else 'ham'}" for i in range(30)]
     path = tmp_path / "x.csv"
     path.write_text("body,kind\n" + "\n".join(rows) + "\n")
-    spec = TaskSpec(name="mine", type="classification", path=str(path), text_column="body", label_column="kind",
-                    test_fraction=0.2)
+    spec = TaskSpec(
+        name="mine", type="classification", path=str(path), text_column="body", label_column="kind", test_fraction=0.2
+    )
     task = get_task("mine", [spec])
     assert task.label_names == ["ham", "spam"] and len(task.splits["train"]) == 24 and len(task.splits["test"]) == 6
     assert not set(task.splits["train"].texts) & set(task.splits["test"].texts)
@@ -96,8 +106,9 @@ def test_retrieval_and_reranking_tasks_from_folders(tmp_path):
     ret.mkdir()
     docs = {f"d{i}": f"document about topic {i}" for i in range(6)}
     (ret / "corpus.jsonl").write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in docs.items()))
-    (ret / "queries.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "text": f"topic {i}?"}) + "\n"
-                                               for i in range(4)))
+    (ret / "queries.jsonl").write_text(
+        "".join(json.dumps({"id": f"q{i}", "text": f"topic {i}?"}) + "\n" for i in range(4))
+    )
     (ret / "qrels.tsv").write_text("query_id\tdoc_id\trelevance\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(4)))
     task = get_task("mine", [TaskSpec(name="mine", type="retrieval", path=str(ret))])
     assert task.name == "mine" and task.corpus == list(docs.values()) and set(task.splits) == {"train", "test"}
@@ -107,8 +118,10 @@ def test_retrieval_and_reranking_tasks_from_folders(tmp_path):
 
     rr = tmp_path / "rr"
     rr.mkdir()
-    rows = [{"query": f"q{i}", "positive": [f"p{i}"], "negative": [f"n{i}", "x"], "split": "train" if i < 3 else "test"}
-            for i in range(5)]
+    rows = [
+        {"query": f"q{i}", "positive": [f"p{i}"], "negative": [f"n{i}", "x"], "split": "train" if i < 3 else "test"}
+        for i in range(5)
+    ]
     (rr / "rerank.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     task = get_task("r", [TaskSpec(name="r", type="reranking", path=str(rr))])
     assert len(task.splits["train"]) == 3 and len(task.splits["test"]) == 2
@@ -138,8 +151,9 @@ def test_pair_tasks_from_jsonl_with_a_split_column(tmp_path):
     path = tmp_path / "p.jsonl"
     rows = [{"a": f"s{i}", "b": f"t{i}", "sim": float(i % 6), "part": "train" if i < 8 else "test"} for i in range(12)]
     path.write_text("\n".join(json.dumps(r) for r in rows))
-    spec = TaskSpec(name="p", type="sts", path=str(path), text_column="a", text2_column="b", score_column="sim",
-                    split_column="part")
+    spec = TaskSpec(
+        name="p", type="sts", path=str(path), text_column="a", text2_column="b", score_column="sim", split_column="part"
+    )
     task = data.task_from_spec(spec)
     assert len(task.splits["train"]) == 8 and task.splits["test"].scores.tolist() == [2.0, 3.0, 4.0, 5.0]
 
@@ -162,8 +176,21 @@ def test_spec_errors_name_the_column_file_and_row(tmp_path):
 
 def test_catalog_lists_assets_and_shared_sets_without_loading():
     names = {n: t for n, t, _ in data.list_tasks()}
-    for name in ("20newsgroups", "r8", "r52", "election-tweets", "rotten-tomatoes", "health-tweets", "crowdflower",
-                 "news-title-body", "lee", "simlex999", "wordsim353", "mnist-5k", "digits"):
+    for name in (
+        "20newsgroups",
+        "r8",
+        "r52",
+        "election-tweets",
+        "rotten-tomatoes",
+        "health-tweets",
+        "crowdflower",
+        "news-title-body",
+        "lee",
+        "simlex999",
+        "wordsim353",
+        "mnist-5k",
+        "digits",
+    ):
         assert name in names
     if data.shared_data_dir().is_dir():
         assert names["stsbenchmark"] == "sts" and names["cranfield"] == "retrieval" and names["trecqa"] == "reranking"

@@ -130,8 +130,9 @@ def test_evaluate_task_dense_prefix_and_sparse():
     y = np.repeat(np.arange(3), 20)
     centers = rng.standard_normal((3, 16)).astype(np.float32)
     x = centers[y] + 0.1 * rng.standard_normal((60, 16)).astype(np.float32)
-    task = EmbeddedTask("toy", "classification", {"train": x[::2], "test": x[1::2]},
-                        {"train_labels": y[::2], "test_labels": y[1::2]})
+    task = EmbeddedTask(
+        "toy", "classification", {"train": x[::2], "test": x[1::2]}, {"train_labels": y[::2], "test_labels": y[1::2]}
+    )
     dense = evaluate_task(task, DenseFeaturizer(), [2, 4])
     assert list(dense) == [None] and dense[None]["score"] == 1.0 and dense[None]["stats"] is None
     prefix = evaluate_task(task, PrefixFeaturizer(), [2, 4])

@@ -85,8 +85,12 @@ def test_paper_grid_finetunes_rescores_and_reuses(tmp_path, small_task):
     from csrv2.tables import GridConfig, run_grid
 
     raw = {
-        "output_dir": str(tmp_path / "grid"), "tasks": ["small"], "methods": ["dense", "csrv2-finetune"],
-        "ks": [2], "seeds": [0], "clustering_seeds": [0],
+        "output_dir": str(tmp_path / "grid"),
+        "tasks": ["small"],
+        "methods": ["dense", "csrv2-finetune"],
+        "ks": [2],
+        "seeds": [0],
+        "clustering_seeds": [0],
         "base": {
             "backbone": {"name": "all-MiniLM-L6-v2", "max_length": 16},
             "head": {"hidden": 256, "k_aux": 0},
@@ -100,7 +104,9 @@ def test_paper_grid_finetunes_rescores_and_reuses(tmp_path, small_task):
     assert len(records) == 1 and 0.0 <= records[0]["score"] <= 1.0 and records[0]["train_s"] > 0
     assert 0.0 <= records[0]["finetuned_dense"] <= 1.0
     run = tmp_path / "grid" / "heads" / "small" / "csrv2-finetune" / "k2" / "seed0"
-    assert (run / "backbone").is_dir() and yaml.safe_load((run / "config.yaml").read_text())["train"]["backbone"] == "full"
+    assert (run / "backbone").is_dir() and yaml.safe_load((run / "config.yaml").read_text())["train"][
+        "backbone"
+    ] == "full"
     again = [r for r in run_grid(grid, log=lambda s: None)["records"] if r["method"] == "csrv2-finetune"]
     assert again[0]["train_s"] == 0.0 and again[0]["score"] == records[0]["score"]  # finished run reused
 
@@ -113,11 +119,15 @@ def test_vision_backbone_finetunes_and_reloads_for_evaluation(tmp_path):
     from csrv2.data import get_task
 
     backbone = {"name": "efficientnet-lite0", "kind": "vision", "image_size": 64}
-    cfg = Config.from_dict({
-        "output_dir": str(tmp_path / "run"), "backbone": backbone, "data": {"task": "digits"},
-        "head": {"hidden": 256, "k": 2, "k_aux": 0},
-        "train": {"backbone": "full", "batch_size": 16, "max_steps": 2, "log_every": 1, "backbone_lr": 1e-3},
-    })
+    cfg = Config.from_dict(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "backbone": backbone,
+            "data": {"task": "digits"},
+            "head": {"hidden": 256, "k": 2, "k_aux": 0},
+            "train": {"backbone": "full", "batch_size": 16, "max_steps": 2, "log_every": 1, "backbone_lr": 1e-3},
+        }
+    )
     Trainer(cfg).fit()
     folder = tmp_path / "run" / "backbone"
     assert json.loads((folder / "vision_backbone.json").read_text())["base"] == "efficientnet-lite0"

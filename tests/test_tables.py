@@ -20,8 +20,9 @@ def _toy(name: str, config: Config) -> PreparedTask:
     x = centers[y] + 0.3 * rng.standard_normal((120, 16)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     if name == "toy-cls":
-        task = EmbeddedTask(name, "classification", {"train": x[::2], "test": x[1::2]},
-                            {"train_labels": y[::2], "test_labels": y[1::2]})
+        task = EmbeddedTask(
+            name, "classification", {"train": x[::2], "test": x[1::2]}, {"train_labels": y[::2], "test_labels": y[1::2]}
+        )
     else:
         task = EmbeddedTask(name, "clustering", {"test": x[1::2]}, {"labels": y[1::2]})
     return PreparedTask(task, x[::2], y[::2])
@@ -29,11 +30,16 @@ def _toy(name: str, config: Config) -> PreparedTask:
 
 def _grid(tmp_path, **kw) -> GridConfig:
     raw = {
-        "output_dir": str(tmp_path / "run"), "tasks": ["toy-cls", "toy-clu"], "ks": [2, 4], "seeds": [0],
+        "output_dir": str(tmp_path / "run"),
+        "tasks": ["toy-cls", "toy-clu"],
+        "ks": [2, 4],
+        "seeds": [0],
         "methods": ["dense", "truncate", "pca", "mrl", "csr", "csrv2-linear", "csrv2-finetune"],
         "clustering_seeds": [0],
-        "base": {"head": {"hidden": 32, "k_aux": 8}, "train": {"max_steps": 20, "batch_size": 16, "log_every": 5,
-                                                               "k_start": 8}},
+        "base": {
+            "head": {"hidden": 32, "k_aux": 8},
+            "train": {"max_steps": 20, "batch_size": 16, "log_every": 5, "k_start": 8},
+        },
         **kw,
     }
     path = tmp_path / "grid.yaml"
@@ -51,8 +57,12 @@ def test_grid_runs_and_writes_outputs(tmp_path):
     recs = results["records"]
     assert {r["method"] for r in recs} == set(grid.methods)
     sparse = [r for r in recs if r["method"] == "csrv2-linear"]
-    assert sorted((r["task"], r["k"]) for r in sparse) == [("toy-cls", 2), ("toy-cls", 4), ("toy-clu", 2),
-                                                           ("toy-clu", 4)]
+    assert sorted((r["task"], r["k"]) for r in sparse) == [
+        ("toy-cls", 2),
+        ("toy-cls", 4),
+        ("toy-clu", 2),
+        ("toy-clu", 4),
+    ]
     assert all(0 <= r["stats"]["dead_pct"] <= 100 for r in sparse)
     table = (out / "table.md").read_text()
     assert "Mean over tasks" in table and "CSRv2 without backbone finetuning" in table and "not run" in table
