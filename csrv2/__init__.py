@@ -1,7 +1,8 @@
 """csrv2: ultra-sparse embeddings with CSR / CSRv2 sparse heads."""
 
+from csrv2.codes import SparseCodes
 from csrv2.config import Config, ConfigError
-from csrv2.head import HeadOutput, SparseCodes, SparseHead
+from csrv2.head import HeadOutput, SparseHead
 from csrv2.index import DenseIndex, SparseIndex
 from csrv2.losses import info_nce, supcon_loss
 from csrv2.schedule import KAnnealing

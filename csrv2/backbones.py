@@ -19,16 +19,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from csrv2 import assets
+from csrv2 import assets, distributed
 from csrv2.config import BackboneConfig
 
 VISION_CONFIG = "vision_backbone.json"  # in a finetuned vision backbone folder: {"base": <name it was built from>}
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def resolve_model_path(name: str) -> str:
@@ -64,7 +58,7 @@ class TextEncoder:
         from transformers.utils import logging as hf_logging
 
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
+        self.device = distributed.resolve_device(cfg.device)
         path = resolve_model_path(cfg.name)
         hf_logging.set_verbosity_error()  # e.g. "pooler weights newly initialised": the pooler is never used here
         hf_logging.disable_progress_bar()  # one bar per run (DESIGN.md): ours, over the texts
@@ -143,7 +137,7 @@ class VisionEncoder:
         batch_size: int = 64,
         name: str = "vision",
     ):
-        self.device = resolve_device(device)
+        self.device = distributed.resolve_device(device)
         self.module = module.eval().to(self.device) if isinstance(module, torch.nn.Module) else module
         self.dim, self.image_size, self.normalize, self.batch_size, self.name = (
             dim,

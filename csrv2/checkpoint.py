@@ -1,9 +1,8 @@
-"""Run-folder I/O that a crash cannot corrupt: everything is written under a temporary name, then renamed."""
+"""Checkpoints of a run folder: step_NNNNNN/ written under a temporary name, then renamed (csrv2.files)."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -11,13 +10,9 @@ import torch
 from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 
+from csrv2.files import atomic_write_dir
+
 STEP_PREFIX = "step_"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def checkpoint_name(step: int) -> str:
@@ -30,17 +25,16 @@ def save_checkpoint(
     """Write step_NNNNNN/ (head weights + config, other trained modules, optimizer, step, RNG) atomically;
     keep the last `keep`."""
     final = run_dir / checkpoint_name(step)
-    tmp = run_dir / f".{final.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    head.save_pretrained(tmp)
-    for name, module in (modules or {}).items():
-        save_model(module, str(tmp / f"{name}.module.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step}) + "\n")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+
+    def write(tmp: Path) -> None:
+        head.save_pretrained(tmp)
+        for name, module in (modules or {}).items():
+            save_model(module, str(tmp / f"{name}.module.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step}) + "\n")
+
+    atomic_write_dir(final, write)
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old)
     return final

@@ -6,22 +6,19 @@ YAML files hold only the differences from these defaults.
 
 from __future__ import annotations
 
-import ast
-import copy
 import dataclasses
-import inspect
-import textwrap
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 
+from csrv2 import strict
+from csrv2.strict import ConfigError
+from csrv2.tasks import TASK_TYPES
 
-class ConfigError(ValueError):
-    """A config key, value or combination that cannot be used; the message names it."""
+# Keys a config once held elsewhere: (old dotted key → new dotted key); loading an old run folder moves them.
+MOVED_KEYS = {"head.recon_4k_coef": "train.recon_4k_coef", "head.aux_coef": "train.aux_coef"}
 
 
 @dataclass
@@ -33,11 +30,7 @@ class HeadConfig:
     k_aux: int = 256
     """Dead latents the AuxK loss may use; 0 switches AuxK off."""
     dead_steps: int = 100
-    """A latent is dead once it has not fired for more than this many training steps."""
-    recon_4k_coef: float = 0.125
-    """Weight of the reconstruction from the top 4k latents."""
-    aux_coef: float = 0.03125
-    """Weight α of the AuxK loss."""
+    """A latent is dead once it has not fired for more than this many optimizer steps."""
 
 
 @dataclass
@@ -68,9 +61,7 @@ class BackboneConfig:
 class TaskSpec:
     name: str = ""
     """Name the task is referred to by (data.task, eval.tasks)."""
-    type: Literal[
-        "classification", "clustering", "retrieval", "sts", "pair_classification", "reranking", "image_classification"
-    ] = "classification"
+    type: Literal[TASK_TYPES] = "classification"
     """MTEB task type; decides how the split is scored and how contrastive labels are made."""
     path: str = ""
     """A local .csv / .tsv / .jsonl / .parquet file, or `hf:<dataset id>[:<config name>]` for a Hugging Face dataset.
@@ -125,7 +116,11 @@ class TrainConfig:
     samples_per_class: int = 4
     """Class-aware batching (csrv2): examples of one class placed together in a batch."""
     recon_weight: float = 1.0
-    """Weight of the autoencoder loss (L_k + L_4k/8 + α·L_aux) against the contrastive term."""
+    """Weight of the autoencoder loss (L_k + recon_4k_coef·L_4k + aux_coef·L_aux) against the contrastive term."""
+    recon_4k_coef: float = 0.125
+    """Weight of the reconstruction from the top 4k latents (1/8 in both papers)."""
+    aux_coef: float = 0.03125
+    """Weight α of the AuxK dead-latent loss (1/32 in the authors' release)."""
     lr: float = 4e-4
     """Adam learning rate of the head (constant, after warmup_steps). PAPER.md trains text heads at 1e-4 with far more
     steps; on the small runs here 4e-4 scored higher for MRL, CSR and CSRv2 alike (docs/reproduction.md)."""
@@ -200,25 +195,15 @@ class Config:
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, raw: dict, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-        raw = _apply_overrides(copy.deepcopy(raw or {}), overrides)  # never write into the caller's dicts
-        config = _build(cls, raw, "")
+        raw = _move_old_keys(strict.apply_overrides(raw or {}, overrides))  # a copy: the caller's dicts stay
+        config = strict.build(cls, raw)
         config.validate()
         return config
 
     @classmethod
     def from_yaml(cls, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
         """Load YAML (only differences from the defaults), then apply `section.key=value` overrides."""
-        raw: Any = {}
-        if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise ConfigError(f"config file {path} does not exist")
-            try:
-                raw = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as err:
-                raise ConfigError(f"{path}: not valid YAML: {err}") from err
-            if not isinstance(raw, dict):
-                raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+        raw = strict.read_yaml(path) if path is not None else {}
         try:
             return cls.from_dict(raw, overrides)
         except ConfigError as err:
@@ -259,8 +244,8 @@ class Config:
             "train.max_steps": t.max_steps,
             "train.contrastive_coef": t.contrastive_coef,
             "train.recon_weight": t.recon_weight,
-            "head.aux_coef": h.aux_coef,
-            "head.recon_4k_coef": h.recon_4k_coef,
+            "train.aux_coef": t.aux_coef,
+            "train.recon_4k_coef": t.recon_4k_coef,
         }
         for key, value in non_negative.items():
             if value < 0:
@@ -297,122 +282,18 @@ class Config:
     @classmethod
     def describe(cls) -> str:
         """Every option with its type, default and docstring, as text."""
-        lines: list[str] = []
-        _describe(cls, "", lines)
-        return "\n".join(lines)
+        return strict.describe(cls)
 
 
-# ---------------------------------------------------------------------------------------------------
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring written under each field of a dataclass."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-            and isinstance(nxt.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
-def _describe(cls: type, prefix: str, lines: list[str]) -> None:
-    docs = field_docs(cls)
-    hints = typing.get_type_hints(cls)
-    default = cls()
-    for f in dataclasses.fields(cls):
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(hints[f.name]):
-            lines.append(f"{key}: {docs.get(f.name, '')}")
-            _describe(hints[f.name], key + ".", lines)
-        else:
-            lines.append(f"  {key} = {getattr(default, f.name)!r}  — {docs.get(f.name, '')}")
-
-
-def _apply_overrides(raw: dict, overrides) -> dict:
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.key=value")
-        dotted, text = item.split("=", 1)
-        keys = dotted.strip().split(".")
-        node = raw
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {key} is not a section")
-        try:
-            node[keys[-1]] = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: value is not valid YAML: {err}") from err
+def _move_old_keys(raw: dict) -> dict:
+    """Move keys a config once held elsewhere (MOVED_KEYS) to their place now; both given → ConfigError."""
+    for old, new in MOVED_KEYS.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        section = raw.get(old_section)
+        if isinstance(section, dict) and old_key in section:
+            target = raw.setdefault(new_section, {})
+            if isinstance(target, dict) and new_key in target:
+                raise ConfigError(f"{old} and {new} are both set; {old} is the old name of {new}: keep {new}")
+            if isinstance(target, dict):
+                target[new_key] = section.pop(old_key)
     return raw
-
-
-def _build(cls: type, raw: Any, prefix: str):
-    where = prefix.rstrip(".") or "the top level"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}: {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [key for key in raw if key not in names]
-    if unknown:
-        raise ConfigError(f"unknown key {prefix}{unknown[0]!s}; valid keys in {where}: {', '.join(names)}")
-    values = {key: _coerce(value, hints[key], f"{prefix}{key}") for key, value in raw.items()}
-    return cls(**values)
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check `value` against the type `hint`; the error names `key` and what is valid."""
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key + ".")
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}={value!r} is not valid; choose one of {', '.join(map(repr, args))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}={value!r} matches none of {hint}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key} must be a list, got {type(value).__name__}: {value!r}")
-        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {type(value).__name__}: {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key} must be a number, got {type(value).__name__}: {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {type(value).__name__}: {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {type(value).__name__}: {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {type(value).__name__}: {value!r}")
-        return value
-    if hint is Any:
-        return value
-    raise TypeError(f"config field {key} has a type the loader does not handle: {hint}")

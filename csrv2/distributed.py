@@ -19,6 +19,13 @@ from torch import Tensor
 from csrv2 import losses
 
 
+def resolve_device(name: str) -> torch.device:
+    """A config's device name → torch.device; "auto" is CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 @dataclass(frozen=True)
 class World:
     rank: int = 0
@@ -112,9 +119,9 @@ def average_scalars(values: dict[str, float], world: World) -> dict[str, float]:
     return {k: float(v) / world.size for k, v in zip(keys, t)}
 
 
-def any_across_ranks(mask: Tensor) -> Tensor:
-    """Element-wise OR of a bool tensor over ranks (dead-latent statistics); a no-op without a process group."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+def any_across_ranks(mask: Tensor, world: World) -> Tensor:
+    """Element-wise OR of a bool tensor over ranks (which latents fired anywhere); a no-op in a world of one."""
+    if not world.active:
         return mask
     as_int = mask.to(torch.int32)
     dist.all_reduce(as_int, op=dist.ReduceOp.MAX)

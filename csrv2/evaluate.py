@@ -31,28 +31,13 @@ from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, v_measure_score
 
+from csrv2.codes import packed_to_csr
+from csrv2.tasks import ROLES
+
 Features = np.ndarray | scipy.sparse.csr_matrix
 
-TASK_TYPES = (
-    "classification",
-    "clustering",
-    "retrieval",
-    "sts",
-    "pair_classification",
-    "reranking",
-    "image_classification",
-)
-# Roles (named embedding arrays) each task type needs, and the roles its sparsity statistics are measured on:
-# (query-side role, document-side role). Postings touched per query = Σ_j p_q(j)·p_d(j)·N_d.
-ROLES = {
-    "classification": ("train", "test"),
-    "image_classification": ("train", "test"),
-    "clustering": ("test",),
-    "retrieval": ("queries", "corpus"),
-    "sts": ("text1", "text2"),
-    "pair_classification": ("text1", "text2"),
-    "reranking": ("queries", "docs"),
-}
+# The roles each task type's sparsity statistics are measured on: (query-side role, document-side role), from the
+# roles of csrv2.tasks.ROLES. Postings touched per query = Σ_j p_q(j)·p_d(j)·N_d.
 STATS_ROLES = {
     "classification": ("test", "train"),
     "image_classification": ("test", "train"),
@@ -292,18 +277,7 @@ class SparseFeaturizer(Featurizer):
             idx.append(codes.indices.cpu().numpy())
             val.append(codes.values.float().cpu().numpy())
         indices, values = np.concatenate(idx), np.concatenate(val)  # (N, k_max)
-        return {k: normalize_rows(_csr(indices[:, :k], values[:, :k], head.hidden)) for k in ks}
-
-
-def _csr(indices: np.ndarray, values: np.ndarray, dim: int) -> scipy.sparse.csr_matrix:
-    """(N, k) packed codes → (N, dim) CSR without explicit zeros."""
-    n, k = indices.shape
-    m = scipy.sparse.csr_matrix(
-        (values.ravel(), indices.ravel(), np.arange(0, n * k + 1, k)), shape=(n, dim), dtype=np.float32
-    )
-    m.sum_duplicates()
-    m.eliminate_zeros()
-    return m
+        return {k: normalize_rows(packed_to_csr(indices[:, :k], values[:, :k], head.hidden)) for k in ks}
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from csrv2.backbones import VISION_CONFIG
+from csrv2.backbones import VISION_CONFIG, TextEncoder, load_backbone, pool
 from csrv2.config import BackboneConfig, TrainConfig
 
 
@@ -32,8 +32,6 @@ class TrainableTextBackbone(nn.Module):
 
     def __init__(self, backbone: BackboneConfig, train: TrainConfig):
         super().__init__()
-        from csrv2.backbones import TextEncoder
-
         if backbone.kind != "text":
             raise ValueError(
                 f"train.backbone={train.backbone} is implemented for text backbones; backbone.kind={backbone.kind!r}"
@@ -50,8 +48,6 @@ class TrainableTextBackbone(nn.Module):
 
     def forward(self, texts: list[str], kind: str = "document") -> Tensor:
         """texts (B,) → (B, d) embeddings with gradient, pooled and L2-normalised as the frozen encoder does."""
-        from csrv2.backbones import pool
-
         prompt = self.cfg.query_prompt if kind == "query" else self.cfg.document_prompt
         device = next(self.model.parameters()).device
         batch = self.tokenizer(
@@ -83,8 +79,6 @@ class TrainableVisionBackbone(nn.Module):
 
     def __init__(self, backbone: BackboneConfig, train: TrainConfig):
         super().__init__()
-        from csrv2.backbones import load_backbone
-
         self.cfg = backbone
         marker = Path(backbone.name) / VISION_CONFIG
         self.base = json.loads(marker.read_text())["base"] if marker.is_file() else backbone.name  # kept when re-tuned

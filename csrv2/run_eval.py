@@ -6,33 +6,21 @@ Writes eval.json into the run folder and returns the same numbers.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 
 from torch import nn
 
 from csrv2.baselines import MRLHead
-from csrv2.checkpoint import atomic_write_text
 from csrv2.config import Config
-from csrv2.evaluate import DenseFeaturizer, EmbeddedTask, SparseFeaturizer, evaluate_task
-from csrv2.trainer import check_arrays, load_arrays
-
-
-def evaluation_config(config: Config) -> Config:
-    """The config whose backbone embeds the evaluation texts: a finetuned run's own backbone when it has one."""
-    folder = Path(config.output_dir) / "backbone"
-    if config.train.backbone == "frozen" or not folder.is_dir():
-        return config
-    return dataclasses.replace(config, backbone=dataclasses.replace(config.backbone, name=str(folder)))
+from csrv2.evaluate import DenseFeaturizer, SparseFeaturizer, evaluate_task
+from csrv2.files import atomic_write_json
+from csrv2.prepare import arrays_task, evaluation_config, prepare_task
 
 
 def evaluate_run(config: Config, head: nn.Module, tasks: list[str] | None = None) -> dict:
     """{task: {"type", "dense", "sparse": {k: {"score", "dead_pct", "postings_per_query"}}}}, scores in [0, 1]."""
-    from csrv2.tables import prepare_task
-
     if isinstance(head, MRLHead):
-        raise ValueError("evaluate_run scores sparse heads; MRL heads are scored by scripts/eval.py's tables")
+        raise ValueError("evaluate_run scores sparse heads; MRL heads are scored by the grid (csrv2 eval)")
     names = tasks or config.eval.tasks or ([config.data.task] if config.data.task else [])
     embedded = [arrays_task(config)] if config.data.eval_embeddings and not tasks else []
     if not names and not embedded:
@@ -57,22 +45,8 @@ def evaluate_run(config: Config, head: nn.Module, tasks: list[str] | None = None
         }
     out = Path(config.output_dir) / "eval.json"
     if out.parent.is_dir():
-        atomic_write_text(out, json.dumps(results, indent=2) + "\n")
+        atomic_write_json(out, results)
     return results
-
-
-def arrays_task(config: Config) -> EmbeddedTask:
-    """Classification on given arrays: logistic regression fit on data.embeddings, scored on data.eval_embeddings."""
-    train_x, train_y = check_arrays(*load_arrays(config.data.embeddings), "data.embeddings")
-    test_x, test_y = check_arrays(
-        *load_arrays(config.data.eval_embeddings, "data.eval_embeddings"), "data.eval_embeddings"
-    )
-    if train_y is None or test_y is None:
-        raise ValueError("data.embeddings and data.eval_embeddings need `labels` to be scored (classification)")
-    name = Path(config.data.eval_embeddings).stem
-    return EmbeddedTask(
-        name, "classification", {"train": train_x, "test": test_x}, {"train_labels": train_y, "test_labels": test_y}
-    )
 
 
 def format_results(results: dict) -> str:

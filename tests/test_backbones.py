@@ -34,35 +34,35 @@ def test_pooling_mean_cls_last_with_left_and_right_padding():
 
 
 @pytest.fixture(scope="module")
-def minilm():
+def encoder(minilm):
     return load_backbone(BackboneConfig(name="all-MiniLM-L6-v2", device="cpu", batch_size=3))
 
 
-def test_minilm_matches_sentence_transformers(minilm):
+def test_minilm_matches_sentence_transformers(encoder):
     st = pytest.importorskip("sentence_transformers")
     from csrv2 import assets
 
-    ours = minilm.encode(TEXTS, progress=False)
+    ours = encoder.encode(TEXTS, progress=False)
     ref = st.SentenceTransformer(str(assets.fetch("all-MiniLM-L6-v2")), device="cpu").encode(
         TEXTS, normalize_embeddings=True, convert_to_numpy=True
     )
-    assert ours.shape == (len(TEXTS), 384) and ours.dtype == np.float32 and minilm.dim == 384
+    assert ours.shape == (len(TEXTS), 384) and ours.dtype == np.float32 and encoder.dim == 384
     cos = (ours * ref).sum(1) / np.linalg.norm(ref, axis=1)
     assert cos.min() >= 0.999, cos
 
 
-def test_prompts_and_batch_order_do_not_change_rows(minilm):
+def test_prompts_and_batch_order_do_not_change_rows(encoder):
     from csrv2.backbones import TextEncoder
 
-    plain = minilm.encode(["query: " + t for t in TEXTS[:4]], progress=False)
+    plain = encoder.encode(["query: " + t for t in TEXTS[:4]], progress=False)
     prompted = TextEncoder.__new__(TextEncoder)
-    prompted.__dict__.update(minilm.__dict__)
+    prompted.__dict__.update(encoder.__dict__)
     prompted.cfg = BackboneConfig(device="cpu", query_prompt="query: ", batch_size=1)
     assert np.allclose(prompted.encode(TEXTS[:4], kind="query", progress=False), plain, atol=1e-5)
     assert not np.allclose(prompted.encode(TEXTS[:4], kind="document", progress=False), plain, atol=1e-3)
     assert np.allclose(np.linalg.norm(plain, axis=1), 1, atol=1e-5)
     with pytest.raises(ValueError, match="kind"):
-        minilm.encode(TEXTS, kind="passage")
+        encoder.encode(TEXTS, kind="passage")
 
 
 def test_unknown_backbone_name_fails_naming_it(tmp_path):

@@ -4,7 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from csrv2.config import Config, ConfigError, field_docs
+from csrv2.config import Config
+from csrv2.experiments.bench import BenchConfig
+from csrv2.experiments.grid import GridConfig
+from csrv2.strict import ConfigError, field_docs
 
 CONFIG_ROOT = Path(__file__).parent.parent / "configs"
 CONFIGS = sorted(CONFIG_ROOT.rglob("*.yaml"))
@@ -14,12 +17,8 @@ def loader_for(path: Path):
     """Run configs load as Config; configs/<family>/ files load with their family's own strict loader."""
     family = path.relative_to(CONFIG_ROOT).parts[0]
     if family == "bench":
-        from csrv2.bench import load_config
-
-        return load_config
+        return BenchConfig.from_yaml
     if family == "paper":
-        from csrv2.tables import GridConfig
-
         return GridConfig.from_yaml
     return Config.from_yaml
 
@@ -89,3 +88,25 @@ def test_yaml_round_trip(tmp_path):
     config = Config.from_dict({"head": {"k": 2}, "data": {"tasks": [{"name": "mine", "path": "x.csv"}]}})
     config.to_yaml(tmp_path / "c.yaml")
     assert Config.from_yaml(tmp_path / "c.yaml") == config
+
+
+def test_loss_weights_of_an_old_run_folder_move_to_train():
+    """Run folders written before the loss weights moved from head to train still load (and resume)."""
+    old = Config.from_dict({"head": {"k": 2, "aux_coef": 0.5, "recon_4k_coef": 0.25}})
+    assert (old.train.aux_coef, old.train.recon_4k_coef) == (0.5, 0.25)
+    assert old == Config.from_dict({"head": {"k": 2}, "train": {"aux_coef": 0.5, "recon_4k_coef": 0.25}})
+    with pytest.raises(ConfigError, match="head.aux_coef and train.aux_coef are both set"):
+        Config.from_dict({"head": {"aux_coef": 0.5}, "train": {"aux_coef": 0.1}})
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("train:\n  lr: 1e-4\n  epochs: 3\n  lr: 3e-4\n")
+    with pytest.raises(ConfigError, match=r"line 4: key 'lr' appears twice"):
+        Config.from_yaml(path)
+
+
+def test_overrides_never_change_the_callers_dict():
+    raw = {"train": {"lr": 1e-4}}
+    Config.from_dict(raw, ["train.lr=3e-4", "head.k=4"])
+    assert raw == {"train": {"lr": 1e-4}}

@@ -6,11 +6,16 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from csrv2 import Config
+from csrv2.backbones import load_backbone
+from csrv2.catalog import get_task
+from csrv2.config import BackboneConfig
+from csrv2.experiments.grid import GridConfig, run_grid
+from csrv2.finetune import TrainableTextBackbone, TrainableVisionBackbone
+from csrv2.prepare import training_data
 from csrv2.trainer import Trainer
-
-pytest.importorskip("transformers")
 
 WORDS = ["river", "bank", "loan", "money", "fish", "water", "credit", "boat", "interest", "shore", "cash", "stream"]
 
@@ -52,12 +57,10 @@ def finetune_config(tmp_path, small_task, **train):
     )
 
 
-def test_full_finetuning_updates_backbone_and_resumes(tmp_path, small_task):
-    from csrv2.finetune import TrainableTextBackbone
-
+def test_full_finetuning_updates_backbone_and_resumes(tmp_path, small_task, minilm):
     cfg = finetune_config(tmp_path, small_task)
     before = {k: v.clone() for k, v in TrainableTextBackbone(cfg.backbone, cfg.train).state_dict().items()}
-    Trainer(cfg).fit()
+    Trainer(cfg, training_data(cfg)).fit()
     run = tmp_path / "run"
     assert (run / "backbone" / "model.safetensors").is_file()
     from safetensors.torch import load_file
@@ -70,20 +73,16 @@ def test_full_finetuning_updates_backbone_and_resumes(tmp_path, small_task):
     assert sum(line["contrastive_loss"] for line in lines) > 0  # a one-class micro-batch alone gives 0
 
     # Resume from step 2 reproduces the uninterrupted final head.
-    straight = Trainer(finetune_config(tmp_path / "b", small_task)).fit()
+    straight = Trainer(cfg := finetune_config(tmp_path / "b", small_task), training_data(cfg)).fit()
     for step_dir in sorted(run.glob("step_*"))[1:]:  # as if killed between step 2's and step 4's checkpoints
         shutil.rmtree(step_dir)
     (run / "head.safetensors").unlink()
-    resumed = Trainer(finetune_config(tmp_path, small_task, resume=True)).fit()
+    resumed = Trainer(cfg := finetune_config(tmp_path, small_task, resume=True), training_data(cfg)).fit()
     torch.testing.assert_close(resumed.weight, straight.weight)
 
 
-def test_paper_grid_finetunes_rescores_and_reuses(tmp_path, small_task):
+def test_paper_grid_finetunes_rescores_and_reuses(tmp_path, small_task, minilm):
     """The tables' csrv2-finetune row: trained on the task's texts, scored on embeddings of the finetuned backbone."""
-    import yaml
-
-    from csrv2.tables import GridConfig, run_grid
-
     raw = {
         "output_dir": str(tmp_path / "grid"),
         "tasks": ["small"],
@@ -114,10 +113,6 @@ def test_paper_grid_finetunes_rescores_and_reuses(tmp_path, small_task):
 def test_vision_backbone_finetunes_and_reloads_for_evaluation(tmp_path):
     """EfficientNet-Lite0 trained through the sparse objective on real digits; the saved folder loads as a backbone
     whose embeddings are the trained network's (eval mode), not the pretrained one's."""
-    from csrv2.backbones import load_backbone
-    from csrv2.config import BackboneConfig
-    from csrv2.data import get_task
-
     backbone = {"name": "efficientnet-lite0", "kind": "vision", "image_size": 64}
     cfg = Config.from_dict(
         {
@@ -128,7 +123,7 @@ def test_vision_backbone_finetunes_and_reloads_for_evaluation(tmp_path):
             "train": {"backbone": "full", "batch_size": 16, "max_steps": 2, "log_every": 1, "backbone_lr": 1e-3},
         }
     )
-    Trainer(cfg).fit()
+    Trainer(cfg, training_data(cfg)).fit()
     folder = tmp_path / "run" / "backbone"
     assert json.loads((folder / "vision_backbone.json").read_text())["base"] == "efficientnet-lite0"
     images = get_task("digits").splits["test"].images[:8]
@@ -138,8 +133,6 @@ def test_vision_backbone_finetunes_and_reloads_for_evaluation(tmp_path):
     assert np.allclose(np.linalg.norm(tuned, axis=1), 1.0, atol=1e-5)
     assert not np.allclose(tuned, frozen, atol=1e-4)  # the finetuned weights are the ones loaded
     from safetensors.torch import load_model
-
-    from csrv2.finetune import TrainableVisionBackbone
 
     trained = TrainableVisionBackbone(cfg.backbone, cfg.train)  # the last checkpoint's network, run in eval mode
     load_model(trained, str(tmp_path / "run" / "step_000002" / "backbone.module.safetensors"))

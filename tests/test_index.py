@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import csrv2.index as index_module
-from csrv2.head import SparseCodes
+from csrv2.codes import SparseCodes
 from csrv2.index import SparseIndex
 
 

@@ -1,13 +1,13 @@
 """Scoring one run: every eval task is scored with its own training split, whatever task the head trained on."""
 
-import numpy as np
-import pytest
+import json
+
 import torch
 
 from csrv2 import Config, SparseHead
+from csrv2.evaluate import classification_accuracy, normalize_rows, sparsity_stats
+from csrv2.prepare import prepare_task
 from csrv2.run_eval import evaluate_run, format_results
-
-pytest.importorskip("transformers")
 
 
 def write_task(path, n, topic_words):
@@ -18,8 +18,7 @@ def write_task(path, n, topic_words):
     path.write_text("\n".join(rows) + "\n")
 
 
-def test_eval_tasks_use_their_own_training_rows(tmp_path, monkeypatch):
-    monkeypatch.setenv("CSRV2_HOME", str(tmp_path / "home"))
+def test_eval_tasks_use_their_own_training_rows(tmp_path, minilm):
     write_task(tmp_path / "a.csv", 30, ["cats and dogs", "stocks and bonds"])
     write_task(tmp_path / "b.csv", 50, ["football match", "piano concert"])
     config = Config.from_dict(
@@ -39,13 +38,24 @@ def test_eval_tasks_use_their_own_training_rows(tmp_path, monkeypatch):
     )
     (tmp_path / "run").mkdir()
     torch.manual_seed(0)
-    results = evaluate_run(config, SparseHead(384, 64, 2))
+    head = SparseHead(384, 64, 2)
+    results = evaluate_run(config, head)
     assert set(results) == {"a", "b"}
     # Two topics that MiniLM separates trivially: a classifier fit on the right rows is perfect.
     assert results["b"]["dense"] == 1.0 and results["a"]["dense"] == 1.0
     assert set(results["b"]["sparse"]) == {2, 4}
-    assert 0 <= results["b"]["sparse"][2]["dead_pct"] <= 100
+    # Each sparse score equals the classifier fit directly on b's own train codes, scored on b's test codes.
+    task = prepare_task("b", config, for_training=False).task
+    with torch.no_grad():
+        for k in (2, 4):
+            train = normalize_rows(head.encode(torch.from_numpy(task.arrays["train"]), k).to_scipy())
+            test = normalize_rows(head.encode(torch.from_numpy(task.arrays["test"]), k).to_scipy())
+            expected = classification_accuracy(train, task.gold["train_labels"], test, task.gold["test_labels"])
+            assert results["b"]["sparse"][k]["score"] == expected
+            assert results["b"]["sparse"][k]["dead_pct"] == sparsity_stats(test, train)["dead_pct"]
     table = format_results(results)
     assert "| b | classification | 100.0 |" in table
-    assert (tmp_path / "run" / "eval.json").is_file()
-    assert np.isfinite(results["a"]["sparse"][4]["score"])
+    row = next(line for line in table.splitlines() if line.startswith("| a |"))
+    assert f"{100 * results['a']['sparse'][4]['score']:.1f} ({results['a']['sparse'][4]['dead_pct']:.0f})" in row
+    saved = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert saved["b"]["sparse"]["2"]["score"] == results["b"]["sparse"][2]["score"]

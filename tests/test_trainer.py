@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from csrv2 import Config, SparseHead
+from csrv2 import Config, SparseHead, objectives
 from csrv2.config import ConfigError
+from csrv2.prepare import TrainingData, training_data
 from csrv2.sampling import class_aware_batches
 from csrv2.trainer import Trainer
 
@@ -28,7 +29,7 @@ def config(tmp_path, name="run", **train):
 def test_csrv2_run_folder_contents(tmp_path):
     x, y = clustered()
     cfg = config(tmp_path)
-    head = Trainer(cfg, (x, y)).fit()
+    head = Trainer(cfg, TrainingData(x, y)).fit()
     run = tmp_path / "run"
     assert Config.from_yaml(run / "config.yaml") == cfg
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -44,7 +45,7 @@ def test_csrv2_run_folder_contents(tmp_path):
 def test_training_improves_class_structure(tmp_path):
     """After CSRv2 training, k=2 codes of the same class share latents far more often than at init."""
     x, y = clustered(n=1200)
-    head = Trainer(config(tmp_path, epochs=8, lr=1e-3), (x, y)).fit()
+    head = Trainer(config(tmp_path, epochs=8, lr=1e-3), TrainingData(x, y)).fit()
     torch.manual_seed(0)
     untrained = SparseHead(32, 128, 2)
 
@@ -60,23 +61,23 @@ def test_training_improves_class_structure(tmp_path):
 
 def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
     x, y = clustered()
-    straight = Trainer(config(tmp_path, "a"), (x, y)).fit()
+    straight = Trainer(config(tmp_path, "a"), TrainingData(x, y)).fit()
 
     # Crash at step 15 (last checkpoint: step 10), then resume the same run to its end.
-    real_step_loss, calls = Trainer.step_loss, []
+    real_step_loss, calls = objectives.step_loss, []
 
-    def crashing_step_loss(self, *args):
+    def crashing_step_loss(*args, **kwargs):
         calls.append(1)
         if len(calls) == 15:
             raise RuntimeError("simulated crash")
-        return real_step_loss(self, *args)
+        return real_step_loss(*args, **kwargs)
 
-    monkeypatch.setattr(Trainer, "step_loss", crashing_step_loss)
+    monkeypatch.setattr(objectives, "step_loss", crashing_step_loss)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        Trainer(config(tmp_path, "b"), (x, y)).fit()
-    monkeypatch.setattr(Trainer, "step_loss", real_step_loss)
+        Trainer(config(tmp_path, "b"), TrainingData(x, y)).fit()
+    monkeypatch.setattr(objectives, "step_loss", real_step_loss)
     assert not (tmp_path / "b" / "head.safetensors").exists()
-    resumed = Trainer(config(tmp_path, "b", resume=True), (x, y)).fit()
+    resumed = Trainer(config(tmp_path, "b", resume=True), TrainingData(x, y)).fit()
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
@@ -85,33 +86,33 @@ def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
 
 def test_existing_run_is_not_overwritten_and_resume_checks_config(tmp_path):
     x, y = clustered(n=200)
-    Trainer(config(tmp_path, max_steps=3), (x, y)).fit()
+    Trainer(config(tmp_path, max_steps=3), TrainingData(x, y)).fit()
     with pytest.raises(FileExistsError, match="train.resume=true"):
-        Trainer(config(tmp_path, max_steps=3), (x, y)).fit()
+        Trainer(config(tmp_path, max_steps=3), TrainingData(x, y)).fit()
     changed = config(tmp_path, max_steps=3, lr=1e-3, resume=True)
     with pytest.raises(ConfigError, match="train.lr"):
-        Trainer(changed, (x, y)).fit()
+        Trainer(changed, TrainingData(x, y)).fit()
 
 
 def test_csr_and_mrl_objectives(tmp_path):
     x, y = clustered(n=300)
-    Trainer(config(tmp_path, "csr", objective="csr", max_steps=4), (x, None)).fit()
-    mrl = Trainer(config(tmp_path, "mrl", objective="mrl", max_steps=4), (x, y)).fit()
+    Trainer(config(tmp_path, "csr", objective="csr", max_steps=4), TrainingData(x, None)).fit()
+    mrl = Trainer(config(tmp_path, "mrl", objective="mrl", max_steps=4), TrainingData(x, y)).fit()
     assert mrl.encode(torch.from_numpy(x[:3]), dim=8).shape == (3, 8)
 
 
 def test_bad_training_data_is_named(tmp_path):
     x, y = clustered(n=50)
     with pytest.raises(ValueError, match="needs labels"):
-        Trainer(config(tmp_path, "a"), (x, None)).fit()
+        Trainer(config(tmp_path, "a"), TrainingData(x, None)).fit()
     x_bad = x.copy()
     x_bad[7, 3] = np.nan
     with pytest.raises(ValueError, match="row 7"):
-        Trainer(config(tmp_path, "b"), (x_bad, y)).fit()
+        TrainingData(x_bad, y)
     np.savez(tmp_path / "wrong.npz", emb=x)
     cfg = Config.from_dict({"output_dir": str(tmp_path / "c"), "data": {"embeddings": str(tmp_path / "wrong.npz")}})
     with pytest.raises(ValueError, match="needs `embeddings`"):
-        Trainer(cfg).fit()
+        training_data(cfg)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 

@@ -1,11 +1,12 @@
-"""Embedding cache: reuse, keys, atomic writes (with a counting fake encoder), training arrays end to end from a
-YAML-style task, and dense MiniLM quality on a real R8 subset."""
+"""The embedding cache (csrv2.embeddings): reuse, keys, atomic writes (with a counting fake encoder), and dense MiniLM
+quality on a real R8 subset."""
 
 import numpy as np
 import pytest
 
-from csrv2 import cache
-from csrv2.config import BackboneConfig, Config
+from csrv2 import embeddings as cache
+from csrv2.catalog import get_task
+from csrv2.config import BackboneConfig
 
 
 class FakeEncoder:
@@ -99,54 +100,13 @@ def test_an_interrupted_write_is_never_read_as_complete(fake, monkeypatch, tmp_p
     assert cache.embed_texts(cfg, ["a", "bb"], key="k")[:, 0].tolist() == [1, 2]
 
 
-def test_training_arrays_for_a_yaml_task_use_query_prompts(fake, tmp_path):
-    path = tmp_path / "pairs.csv"
-    path.write_text("q,d,y\nshort,a longer document,1\nx,yy,0\nsame,same,1\n")
-    config = Config.from_dict(
-        {
-            "backbone": {"query_prompt": "query: "},
-            "data": {
-                "task": "mine",
-                "tasks": [
-                    {
-                        "name": "mine",
-                        "type": "pair_classification",
-                        "path": str(path),
-                        "text_column": "q",
-                        "text2_column": "d",
-                        "label_column": "y",
-                        "split_column": "",
-                    }
-                ],
-            },
-        }
-    )
-    config.data.tasks[0].test_fraction = 0.0  # every row trains: small enough to check by hand
-    X, labels = cache.training_arrays(config)
-    assert X.shape == (5, 4) and X.dtype == np.float32 and labels.dtype == np.int64 and labels.shape == (5,)
-    assert labels[0] == labels[1] and len(set(labels.tolist())) == 4  # short~doc; x, yy, same: own labels
-    with pytest.raises(ValueError, match="data.task is empty"):
-        cache.training_arrays(Config())
-
-
-def test_fill_embeds_training_and_eval_splits(fake, tmp_path):
-    path = tmp_path / "c.csv"
-    path.write_text("text,label\n" + "\n".join(f"t{i},{i % 2}" for i in range(10)))
-    config = Config.from_dict(
-        {"data": {"task": "c", "tasks": [{"name": "c", "path": str(path)}]}, "eval": {"tasks": ["c"]}}
-    )
-    assert cache.fill(config) == ["c/train (training examples)", "c/train", "c/test"]
-
-
-def test_dense_minilm_classifies_real_r8(tmp_path):
+def test_dense_minilm_classifies_real_r8(minilm):
     """Real data: logistic regression on dense all-MiniLM-L6-v2 embeddings of an R8 subset.
 
-    Full R8 (5,485 / 2,189 texts, max_length 256) gives 0.96-0.97 (ASSETS.md: 0.966); this subset of 800 / 400 texts
+    Full R8 (5,485 / 2,189 texts, max_length 256) gives 0.96-0.97 (docs/assets.md: 0.966); this subset of 800 / 400 texts
     at 128 tokens runs in about a minute on 2 CPU cores and gives ~0.93-0.95.
     """
     from sklearn.linear_model import LogisticRegression
-
-    from csrv2.data import get_task
 
     task = get_task("r8")
     cfg = BackboneConfig(max_length=128, device="cpu")
@@ -158,19 +118,3 @@ def test_dense_minilm_classifies_real_r8(tmp_path):
     Xte = cache.embed_texts(cfg, test.texts, "r8/test/subset400")
     acc = LogisticRegression(max_iter=2000, C=10).fit(Xtr, train.labels).score(Xte, test.labels)
     assert acc >= 0.9, acc
-
-
-def test_embed_script_fills_the_cache_from_a_yaml_config(fake, tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    csv_path = tmp_path / "c.csv"
-    csv_path.write_text("text,label\n" + "\n".join(f"t{i},{i % 2}" for i in range(10)))
-    yaml_path = tmp_path / "run.yaml"
-    yaml_path.write_text(f"data:\n  task: c\n  tasks:\n    - name: c\n      path: {csv_path}\n")
-    script = Path(__file__).resolve().parents[1] / "scripts" / "embed.py"
-    spec = importlib.util.spec_from_file_location("embed_script", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(["--config", str(yaml_path), "backbone.max_length=64"])
-    assert len(list((tmp_path / "embeddings").glob("*.npy"))) == 3  # training examples, train split, test split

@@ -1,0 +1,48 @@
+"""Embeddings a user gives as files: a .npy (N, d) or a .npz with `embeddings` (N, d) and optional `labels` (N,).
+
+    embeddings, labels = load_arrays("train.npz", field="data.embeddings")   # labels None for a .npy
+    embeddings, labels = check_arrays(embeddings, labels, "data.embeddings")  # errors name the row
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+Arrays = tuple[np.ndarray, np.ndarray | None]  # embeddings (N, d), labels (N,) int64 or None
+
+
+def load_arrays(path: str | Path, field: str = "data.embeddings") -> Arrays:
+    """Read (embeddings (N, d), labels (N,) | None); a .npy is memory-mapped. `field` names the config key in errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{field}: {path} does not exist")
+    if path.suffix == ".npy":
+        return np.load(path, mmap_mode="r"), None
+    if path.suffix != ".npz":
+        raise ValueError(f"{field}: {path} must be a .npy or .npz file")
+    with np.load(path) as archive:
+        if "embeddings" not in archive:
+            raise ValueError(f"{field}: {path} has arrays {archive.files}; it needs `embeddings` (and optional `labels`)")
+        labels = archive["labels"] if "labels" in archive else None
+        return archive["embeddings"], labels
+
+
+def check_arrays(embeddings: np.ndarray, labels: np.ndarray | None, where: str) -> Arrays:
+    """Refuse what a head cannot train on: not (N ≥ 2, d), a non-finite row, labels of another length or not integers.
+
+    Returns the embeddings unchanged and the labels as int64."""
+    if embeddings.ndim != 2 or embeddings.shape[0] < 2:
+        raise ValueError(f"{where}: embeddings must be (N ≥ 2, d), got shape {embeddings.shape}")
+    bad = np.flatnonzero(~np.isfinite(np.asarray(embeddings)).all(axis=1))
+    if bad.size:
+        raise ValueError(f"{where}: embeddings row {bad[0]} has NaN or inf ({bad.size} such rows)")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (embeddings.shape[0],):
+            raise ValueError(f"{where}: labels must be ({embeddings.shape[0]},), got {labels.shape}")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"{where}: labels must be integers, got dtype {labels.dtype}")
+        labels = labels.astype(np.int64)
+    return embeddings, labels

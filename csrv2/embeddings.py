@@ -1,0 +1,109 @@
+"""The backbone embedding cache: memory-mapped float32 .npy files under `$CSRV2_HOME/embeddings/`.
+
+A file's name is a readable slug of its key plus a hash of everything that changes the numbers: backbone name,
+pooling, the prompt used, max_length, normalize, the key (dataset / split / part) and the texts themselves. It is
+written under a temporary name and renamed only when complete, so an interrupted run is never read as a finished one;
+any later run with the same inputs reuses it.
+
+    X = embed_texts(cfg.backbone, texts, key="r8/test/texts")     # (N, d) float32, memory-mapped
+    X = embed_images(cfg.backbone, images, key="digits/test/images")
+
+Which texts of a task are embedded under which key is csrv2.prepare's business.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from csrv2 import paths
+from csrv2.backbones import load_backbone
+from csrv2.config import BackboneConfig
+from csrv2.files import atomic_save_npy
+
+_encoders: dict[tuple, object] = {}  # backbones loaded in this process, by their config (loading takes seconds)
+
+
+def cache_dir() -> Path:
+    return paths.home() / "embeddings"
+
+
+def get_encoder(cfg: BackboneConfig):
+    """The backbone `cfg` describes, loaded once per process."""
+    key = tuple(sorted(vars(cfg).items()))
+    if key not in _encoders:
+        _encoders[key] = load_backbone(cfg)
+    return _encoders[key]
+
+
+def cache_path(cfg: BackboneConfig, key: str, fingerprint: str, kind: str = "document") -> Path:
+    """Where the embeddings of (backbone settings, key, content fingerprint) live."""
+    prompt = cfg.query_prompt if kind == "query" else cfg.document_prompt
+    settings = {
+        "backbone": cfg.name,
+        "kind": cfg.kind,
+        "pooling": cfg.pooling,
+        "prompt": prompt,
+        "max_length": cfg.max_length,
+        "normalize": cfg.normalize,
+        "key": key,
+        "content": fingerprint,
+    }
+    if cfg.kind == "vision":  # only vision backbones resize (text keys stay as they were)
+        settings["image_size"] = cfg.image_size
+    if Path(cfg.name).is_dir():  # a local folder (e.g. a finetuned backbone) can be rewritten under the same name
+        settings["weights"] = _folder_fingerprint(Path(cfg.name))
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{Path(cfg.name).name}__{key}")[:100]
+    return cache_dir() / f"{slug}__{digest}.npy"
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    """Name, size and modification time (ns) of every file in a model folder: changes whenever its weights do."""
+    stats = sorted(
+        (str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    )
+    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
+
+
+def _fingerprint_texts(texts: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _load_or_compute(path: Path, n: int, compute) -> np.ndarray:
+    # mmap_mode "c" (copy-on-write): callers may write to the array (torch wants writable memory), the file never changes
+    if path.is_file():
+        x = np.load(path, mmap_mode="c")
+        if x.shape[0] == n:
+            return x
+    values = np.asarray(compute(), dtype=np.float32)  # (n, d)
+    atomic_save_npy(path, values)  # the final name appears only with complete content
+    return np.load(path, mmap_mode="c")
+
+
+def embed_texts(backbone_cfg: BackboneConfig, texts: Sequence[str], key: str, kind: str = "document") -> np.ndarray:
+    """texts (N) → float32 (N, d), memory-mapped from the cache; the backbone is loaded only on a miss.
+
+    `key` names what is embedded (e.g. "r8/train/texts"); the texts' content is hashed too, so a changed file
+    never returns stale embeddings. kind "query" uses `query_prompt`, "document" `document_prompt`.
+    """
+    texts = list(texts)
+    path = cache_path(backbone_cfg, key, _fingerprint_texts(texts), kind)
+    return _load_or_compute(path, len(texts), lambda: get_encoder(backbone_cfg).encode(texts, kind=kind))
+
+
+def embed_images(backbone_cfg: BackboneConfig, images: np.ndarray, key: str) -> np.ndarray:
+    """images (N, H, W[, 3]) → float32 (N, d), cached like `embed_texts`."""
+    images = np.ascontiguousarray(images)
+    fingerprint = hashlib.sha256(images.tobytes()).hexdigest() + str(images.shape)
+    path = cache_path(backbone_cfg, key, fingerprint)
+    return _load_or_compute(path, len(images), lambda: get_encoder(backbone_cfg).encode(images))

@@ -1,0 +1,69 @@
+"""Training objectives: how each method turns one (micro-)batch into a single loss. The one place loss weights apply.
+
+    csrv2: recon_weight · (L_k + recon_4k_coef · L_4k + aux_coef · L_aux) + contrastive_coef · SupCon(codes, labels)
+    csr:   the same with in-batch InfoNCE of the codes against themselves instead of SupCon
+    mrl:   mean SupCon over every prefix of a linear head's output (the Matryoshka baseline)
+
+The contrastive terms see the rows of every rank (gathered with gradient); the reconstruction terms are per rank,
+with the AuxK normaliser over the global batch (csrv2.distributed).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from csrv2 import distributed, losses
+from csrv2.baselines import MRLHead
+from csrv2.config import TrainConfig
+
+
+class StepLoss(NamedTuple):
+    loss: Tensor  # the weighted scalar to backpropagate
+    parts: dict[str, Tensor]  # unweighted parts (and `loss`), for metrics.jsonl
+    fired: Tensor | None  # (h,) bool: latents active in this rank's rows (None for heads without latents)
+
+
+def step_loss(
+    head: nn.Module,
+    x: Tensor,
+    labels: Tensor | None,
+    k: int,
+    train: TrainConfig,
+    world: distributed.World,
+    target: Tensor | None = None,
+) -> StepLoss:
+    """x (b, d): this rank's rows; labels (b,) or None; k: the head's k at this step; target: reconstruction
+    target (default x)."""
+    labels_all = None if labels is None else distributed.gather_labels(labels, world)
+    if isinstance(head, MRLHead):
+        outputs = distributed.all_gather_rows(head(x), world)  # (B, d)
+        loss = losses.matryoshka_loss(outputs, labels_all, head.dims, train.temperature)
+        return StepLoss(loss, {"loss": loss, "contrastive_loss": loss}, None)
+
+    auxk = distributed.auxk_loss_across_ranks if world.active else losses.auxk_loss
+    out = head(x, k=k, target=target, auxk_loss=auxk)
+    codes = distributed.all_gather_rows(out.codes.to_dense(), world)  # (B, h), differentiable in the kept values
+    if train.objective == "csrv2":
+        contrast = losses.supcon_loss(codes, labels_all, train.temperature, train.positives_inside_log)
+    else:
+        contrast = losses.info_nce(codes, temperature=train.temperature)
+    autoencoder = out.recon_loss + train.recon_4k_coef * out.recon_4k_loss + train.aux_coef * out.aux_loss
+    loss = train.recon_weight * autoencoder + train.contrastive_coef * contrast
+    parts = {
+        "loss": loss,
+        "recon_loss": out.recon_loss,
+        "recon_4k_loss": out.recon_4k_loss,
+        "aux_loss": out.aux_loss,
+        "contrastive_loss": contrast,
+    }
+    return StepLoss(loss, parts, out.fired)
+
+
+def merge_fired(fired: Tensor | None, more: Tensor | None) -> Tensor | None:
+    """OR of the latents fired by two micro-batches (None when the head has no latents)."""
+    if fired is None:
+        return more
+    return fired if more is None else torch.logical_or(fired, more)

@@ -1,0 +1,95 @@
+"""Task preparation (csrv2.prepare): training data from a YAML task and from arrays, filling the cache, and the
+embedded evaluation split, with a fake encoder (no model)."""
+
+import numpy as np
+import pytest
+
+from csrv2 import embeddings, prepare
+from csrv2.config import Config
+from csrv2.strict import ConfigError
+
+
+class FakeEncoder:
+    """Deterministic 4-d 'embeddings' from text length and the prompt; counts the texts it encodes."""
+
+    dim = 4
+
+    def __init__(self, cfg):
+        self.cfg, self.seen = cfg, []
+
+    def encode(self, texts, kind="document"):
+        self.seen.extend(texts)
+        prompt = self.cfg.query_prompt if kind == "query" else self.cfg.document_prompt
+        return np.array([[len(t), len(prompt), 1.0, float(kind == "query")] for t in texts], dtype=np.float32)
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    monkeypatch.setenv("CSRV2_HOME", str(tmp_path))
+    encoders = {}
+
+    def get_encoder(cfg):
+        return encoders.setdefault(repr(cfg), FakeEncoder(cfg))
+
+    monkeypatch.setattr(embeddings, "get_encoder", get_encoder)
+    return encoders
+
+
+def test_training_data_of_a_yaml_pair_task_groups_positive_pairs(fake, tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text("q,d,y\nshort,a longer document,1\nx,yy,0\nsame,same,1\n")
+    config = Config.from_dict(
+        {
+            "backbone": {"query_prompt": "query: "},
+            "data": {
+                "task": "mine",
+                "tasks": [
+                    {
+                        "name": "mine",
+                        "type": "pair_classification",
+                        "path": str(path),
+                        "text_column": "q",
+                        "text2_column": "d",
+                        "label_column": "y",
+                        "split_column": "",
+                    }
+                ],
+            },
+        }
+    )
+    config.data.tasks[0].test_fraction = 0.0  # every row trains: small enough to check by hand
+    data = prepare.training_data(config)
+    X, labels = data.embeddings, data.labels
+    assert X.shape == (5, 4) and X.dtype == np.float32 and labels.dtype == np.int64 and labels.shape == (5,)
+    assert labels[0] == labels[1] and len(set(labels.tolist())) == 4  # short~doc; x, yy, same: own labels
+    assert sorted(data.inputs) == sorted(["short", "a longer document", "x", "yy", "same"])
+    assert (X[:, 1] == 0).all()  # pairs are documents on both sides: no query prompt
+    with pytest.raises(ConfigError, match="no training data"):
+        prepare.training_data(Config())
+
+
+def test_fill_embeds_training_rows_and_the_evaluation_split(fake, tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("text,label\n" + "\n".join(f"t{i},{i % 2}" for i in range(10)))
+    config = Config.from_dict(
+        {"data": {"task": "c", "tasks": [{"name": "c", "path": str(path)}]}, "eval": {"tasks": ["c"]}}
+    )
+    assert prepare.fill(config) == ["c/train: 8 training rows", "c/test: train 8, test 2"]
+    cached = sorted(p.name.split("__")[1] for p in (tmp_path / "embeddings").glob("*.npy"))
+    assert cached == ["c_test_texts", "c_train_train-document"]  # the classifier reuses the training rows
+
+
+def test_arrays_become_training_data_and_an_evaluation_task(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 4)).astype(np.float32)
+    np.savez(tmp_path / "train.npz", embeddings=x, labels=np.arange(20) % 2)
+    np.savez(tmp_path / "test.npz", embeddings=x[:6], labels=np.arange(6) % 2)
+    config = Config.from_dict(
+        {"data": {"embeddings": str(tmp_path / "train.npz"), "eval_embeddings": str(tmp_path / "test.npz")}}
+    )
+    data = prepare.training_data(config)
+    np.testing.assert_array_equal(data.embeddings, x)
+    assert data.labels.dtype == np.int64 and data.labels.tolist() == [i % 2 for i in range(20)]
+    task = prepare.arrays_task(config)
+    assert task.type == "classification" and task.name == "test"
+    np.testing.assert_array_equal(task.arrays["test"], x[:6])
