@@ -22,8 +22,12 @@ def packed_to_csr(indices: np.ndarray, values: np.ndarray, dim: int) -> scipy.sp
         raise ValueError(f"packed codes: indices {indices.shape} and values {values.shape} must both be (N, k)")
     n, k = indices.shape
     dtype = values.dtype if values.dtype in (np.float32, np.float64) else np.float32
+    # copy=True: sum_duplicates / eliminate_zeros compact the arrays in place, which must not reach the caller's
+    # (a torch tensor's memory behind SparseCodes.to_scipy, or a slice the caller reads again)
     matrix = scipy.sparse.csr_matrix(
-        (values.ravel().astype(dtype, copy=False), indices.ravel(), np.arange(0, n * k + 1, k)), shape=(n, dim)
+        (values.ravel().astype(dtype, copy=False), indices.ravel(), np.arange(0, n * k + 1, k)),
+        shape=(n, dim),
+        copy=True,
     )
     matrix.sum_duplicates()  # also sorts the column indices of each row
     matrix.eliminate_zeros()
@@ -64,7 +68,7 @@ class SparseCodes:
     def to_dense(self) -> Tensor:
         """(B, dim) dense tensor; differentiable with respect to `values`."""
         dense = self.values.new_zeros(len(self), self.dim)
-        return dense.scatter(1, self.indices, self.values)
+        return dense.scatter_add(1, self.indices, self.values)  # a latent given twice in a row is summed
 
     def to_scipy(self) -> scipy.sparse.csr_matrix:
         """(B, dim) scipy CSR matrix without explicit zeros (see `packed_to_csr`)."""

@@ -1,85 +1,184 @@
-"""Losses against naive per-row loops written from PAPER.md."""
+"""Losses against naive per-row loops written from the formulas of docs/method.md: values and gradients, in float64."""
 
 import math
 
+import pytest
 import torch
-import torch.nn.functional as F
 
 from csrv2 import info_nce, supcon_loss
-from csrv2.losses import auxk_loss
+from csrv2.losses import auxk_loss, matryoshka_loss, mse
+
+
+def unit(row):
+    """row / ‖row‖ with the norm as an explicit sum of squares (a zero row stays zero, as F.normalize's eps does)."""
+    norm = torch.sqrt(sum(v * v for v in row))
+    return row / torch.clamp(norm, min=1e-12)
 
 
 def naive_supcon(features, labels, tau, inside_log=True):
-    u = [f / f.norm() for f in features]
+    """Per row i with positives P(i) = {p ≠ i : y_p = y_i}, with explicit sums over P(i) and over a ≠ i:
+    inside:  −log(Σ_p e^{s_ip} / Σ_{a≠i} e^{s_ia});  Khosla: −(1/|P|) Σ_p log(e^{s_ip} / Σ_{a≠i} e^{s_ia}).
+    Mean over rows with a positive. Built from torch scalars so that autograd gives the naive gradient."""
+    n = len(features)
+    u = [unit(f) for f in features]
+    labels = [int(v) for v in labels]
     terms = []
-    for i in range(len(u)):
-        pos = [p for p in range(len(u)) if p != i and labels[p] == labels[i]]
+    for i in range(n):
+        pos = [p for p in range(n) if p != i and labels[p] == labels[i]]
         if not pos:
             continue
-        denom = sum(math.exp(float(u[i] @ u[a]) / tau) for a in range(len(u)) if a != i)
+        s = [torch.dot(u[i], u[a]) / tau for a in range(n)]
+        denom = sum(torch.exp(s[a]) for a in range(n) if a != i)
         if inside_log:
-            terms.append(-math.log(sum(math.exp(float(u[i] @ u[p]) / tau) for p in pos) / denom))
+            terms.append(-torch.log(sum(torch.exp(s[p]) for p in pos) / denom))
         else:
-            terms.append(-sum(math.log(math.exp(float(u[i] @ u[p]) / tau) / denom) for p in pos) / len(pos))
+            terms.append(-sum(torch.log(torch.exp(s[p]) / denom) for p in pos) / len(pos))
     return sum(terms) / len(terms)
 
 
 def naive_info_nce(a, b, tau):
-    a = [r / r.norm() for r in a]
-    b = [r / r.norm() for r in b]
-    total = 0.0
+    """Mean over i of −log(e^{s_ii} / Σ_j e^{s_ij}), s_ij = â_i·b̂_j / τ."""
+    a = [unit(r) for r in a]
+    b = [unit(r) for r in b]
+    total = 0
     for i in range(len(a)):
-        logits = [float(a[i] @ b[j]) / tau for j in range(len(b))]
-        total += -logits[i] + math.log(sum(math.exp(v) for v in logits))
+        logits = [torch.dot(a[i], b[j]) / tau for j in range(len(b))]
+        total = total - torch.log(torch.exp(logits[i]) / sum(torch.exp(v) for v in logits))
     return total / len(a)
 
 
-def test_supcon_matches_naive_loop_both_forms():
-    torch.manual_seed(0)
-    features = torch.randn(12, 7, dtype=torch.float64)
-    labels = torch.tensor([0, 0, 1, 1, 1, 2, 3, 3, 4, 0, 2, 5])  # 4 and 5 have no positive
-    for inside in (True, False):
-        got = supcon_loss(features, labels, 0.2, positives_inside_log=inside)
-        assert math.isclose(float(got), naive_supcon(features, labels, 0.2, inside), rel_tol=1e-9)
+def features64(b, d, seed):
+    return torch.randn(b, d, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
 
 
-def test_supcon_has_gradient_on_real_positives_and_is_not_a_noop():
-    torch.manual_seed(0)
-    features = torch.randn(8, 5, requires_grad=True)
-    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
-    loss = supcon_loss(features, labels)
+LABELS = torch.tensor([0, 0, 1, 1, 1, 2, 3, 3, 4, 0, 2, 5])  # 4 and 5 have no positive
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_supcon_value_and_gradient_match_naive_loop(inside):
+    """supcon_loss (both forms) equals the naive per-row formula, and so does its gradient w.r.t. the features."""
+    features = features64(12, 7, 0).requires_grad_()
+    got = supcon_loss(features, LABELS, 0.2, positives_inside_log=inside)
+    (grad_got,) = torch.autograd.grad(got, features)
+    want = naive_supcon(features, LABELS, 0.2, inside)
+    (grad_want,) = torch.autograd.grad(want, features)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    torch.testing.assert_close(grad_got, grad_want, rtol=1e-10, atol=1e-12)
+    assert grad_want[[8, 11]].abs().sum() > 0  # rows without a positive still get gradient as negatives
+
+
+def test_supcon_forms_differ_and_labels_matter():
+    """The two forms are different losses on the same batch, and changing the labels changes the loss."""
+    features = features64(8, 5, 1)
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    inside = float(supcon_loss(features, labels))
+    khosla = float(supcon_loss(features, labels, positives_inside_log=False))
+    assert not math.isclose(inside, khosla, rel_tol=1e-6)
+    # the authors' bug (every label 0) gives a different loss
+    assert not math.isclose(inside, float(supcon_loss(features, torch.zeros(8, dtype=torch.long))), rel_tol=1e-6)
+    # one positive per row: both forms coincide (log of a single term)
+    pairs = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    assert float(supcon_loss(features, pairs)) == pytest.approx(
+        float(supcon_loss(features, pairs, positives_inside_log=False)), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_supcon_gradcheck(inside):
+    """torch.autograd.gradcheck (finite differences) on supcon_loss in float64, tiny batch."""
+    features = features64(5, 3, 2).requires_grad_()
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    assert torch.autograd.gradcheck(lambda f: supcon_loss(f, labels, 0.5, inside), (features,))
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_supcon_without_positives_is_zero_and_differentiable(inside):
+    """No row has a positive: the loss is exactly 0, attached to the graph, with a zero (finite) gradient."""
+    features = features64(4, 3, 3).requires_grad_()
+    loss = supcon_loss(features, torch.arange(4), positives_inside_log=inside)
+    assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()
-    assert loss > 0 and features.grad.abs().sum() > 0
-    # The authors' bug (every label 0) gives a different loss: the labels must matter.
-    with torch.no_grad():
-        all_zero = float(supcon_loss(features, torch.zeros(8, dtype=torch.long)))
-    assert not math.isclose(loss.item(), all_zero)
+    assert torch.equal(features.grad, torch.zeros_like(features))
 
 
-def test_supcon_without_positives_is_zero_and_attached():
-    features = torch.randn(4, 3, requires_grad=True)
-    loss = supcon_loss(features, torch.arange(4))
-    assert loss == 0 and loss.requires_grad
-
-
-def test_supcon_on_sparse_codes_with_zero_rows_is_finite():
-    features = torch.zeros(4, 6)
+def test_supcon_on_sparse_codes_with_zero_rows_matches_naive():
+    """All-zero code rows (cosine 0 with everything) give the naive loop's value, not NaN."""
+    features = torch.zeros(5, 6, dtype=torch.float64)
     features[0, 1] = features[1, 1] = 1.0
-    loss = supcon_loss(features, torch.tensor([0, 0, 1, 1]))
-    assert torch.isfinite(loss)
+    features[2, 3] = 2.0
+    labels = torch.tensor([0, 0, 1, 1, 0])
+    for inside in (True, False):
+        got = supcon_loss(features, labels, positives_inside_log=inside)
+        torch.testing.assert_close(got, naive_supcon(features, labels, 0.2, inside), rtol=1e-12, atol=0)
 
 
-def test_info_nce_matches_naive_loop():
-    torch.manual_seed(0)
-    a, b = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
-    assert math.isclose(float(info_nce(a, b, 0.2)), naive_info_nce(a, b, 0.2), rel_tol=1e-9)
-    assert math.isclose(float(info_nce(a, temperature=0.2)), naive_info_nce(a, a, 0.2), rel_tol=1e-9)
+def test_supcon_shape_errors():
+    """Features that are not (B, D), or labels not (B,), are refused."""
+    with pytest.raises(ValueError, match="features must be"):
+        supcon_loss(torch.zeros(4), torch.zeros(4))
+    with pytest.raises(ValueError, match="features must be"):
+        supcon_loss(torch.zeros(4, 2), torch.zeros(3))
 
 
-def test_auxk_normalisation_and_nan_guard():
-    torch.manual_seed(0)
-    e, e_hat = torch.randn(5, 3), torch.randn(5, 3)
-    expected = ((e_hat - e) ** 2).mean() / ((e.mean(0) - e) ** 2).mean()
-    torch.testing.assert_close(auxk_loss(e_hat, e), expected)
-    constant = torch.ones(5, 3)
-    assert auxk_loss(F.normalize(e_hat), constant) == 0  # zero variance baseline → 0, not NaN/inf
+def test_info_nce_value_and_gradient_match_naive_loop():
+    """info_nce with separate positives and as self-contrast equals the naive loop, values and both gradients."""
+    a, b = features64(6, 4, 4).requires_grad_(), features64(6, 4, 5).requires_grad_()
+    got = info_nce(a, b, 0.2)
+    grads_got = torch.autograd.grad(got, (a, b))
+    want = naive_info_nce(a, b, 0.2)
+    grads_want = torch.autograd.grad(want, (a, b))
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    for g, w in zip(grads_got, grads_want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    got_self = info_nce(a, temperature=0.3)
+    (grad_self,) = torch.autograd.grad(got_self, a)
+    want_self = naive_info_nce(a, a, 0.3)  # the same tensor on both sides: gradient flows through both
+    (grad_self_want,) = torch.autograd.grad(want_self, a)
+    torch.testing.assert_close(got_self, want_self, rtol=1e-12, atol=0)
+    torch.testing.assert_close(grad_self, grad_self_want, rtol=1e-10, atol=1e-12)
+
+
+def test_info_nce_gradcheck():
+    """torch.autograd.gradcheck on info_nce in float64 w.r.t. anchors and positives."""
+    a, b = features64(4, 3, 6).requires_grad_(), features64(4, 3, 7).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, y: info_nce(x, y, 0.5), (a, b))
+
+
+def test_mse_is_the_element_mean():
+    """Squared differences 1, 4, 0, 4 → mean 9/4."""
+    assert float(mse(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[0.0, 0.0], [3.0, 2.0]]))) == 9 / 4
+
+
+def test_auxk_normaliser_hand_computed_3x2():
+    """e = [[1,0],[0,1],[2,2]]: batch mean [1,1], baseline MSE = 4/6; ê − e = [[0,1],[0,1],[0,1]]: MSE 3/6 → 0.75."""
+    e = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]])
+    e_hat = torch.tensor([[1.0, 1.0], [0.0, 0.0], [2.0, 1.0]])
+    assert float(auxk_loss(e_hat, e)) == pytest.approx(0.75)
+    # Perfect reconstruction → 0; predicting the batch mean → exactly 1.
+    assert float(auxk_loss(e, e)) == 0.0
+    assert float(auxk_loss(e.mean(0, keepdim=True).expand(3, 2), e)) == pytest.approx(1.0)
+
+
+def test_auxk_gradient_matches_loop_and_nan_guard():
+    """auxk_loss's gradient w.r.t. ê equals that of the element loop; a constant residual gives 0, not NaN/inf."""
+    e = features64(5, 3, 8)
+    e_hat = features64(5, 3, 9).requires_grad_()
+    n = e.numel()
+    mean = [sum(float(e[r, c]) for r in range(5)) / 5 for c in range(3)]
+    baseline = sum((mean[c] - float(e[r, c])) ** 2 for r in range(5) for c in range(3)) / n
+    want = sum((e_hat[r, c] - e[r, c]) ** 2 for r in range(5) for c in range(3)) / n / baseline
+    got = auxk_loss(e_hat, e)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    torch.testing.assert_close(torch.autograd.grad(got, e_hat)[0], torch.autograd.grad(want, e_hat)[0])
+    constant = torch.ones(5, 3, dtype=torch.float64)
+    assert auxk_loss(e_hat, constant).item() == 0.0
+
+
+def test_matryoshka_is_the_mean_of_naive_supcon_over_prefixes():
+    """matryoshka_loss = mean over m ∈ dims of SupCon on the first m coordinates (value and gradient)."""
+    emb = features64(8, 6, 10).requires_grad_()
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 2, 3])
+    got = matryoshka_loss(emb, labels, [2, 4, 6], temperature=0.3)
+    want = sum(naive_supcon(emb[:, :m], labels, 0.3) for m in (2, 4, 6)) / 3
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    torch.testing.assert_close(torch.autograd.grad(got, emb)[0], torch.autograd.grad(want, emb)[0])
