@@ -61,7 +61,7 @@ class TextEncoder:
         self.device = distributed.resolve_device(cfg.device)
         path = resolve_model_path(cfg.name)
         hf_logging.set_verbosity_error()  # e.g. "pooler weights newly initialised": the pooler is never used here
-        hf_logging.disable_progress_bar()  # one bar per run (DESIGN.md): ours, over the texts
+        hf_logging.disable_progress_bar()  # one bar per run: ours, over the texts
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             # on CUDA keep the checkpoint's own dtype (bf16 for 4-7B LLM embedders: half the memory of float32)

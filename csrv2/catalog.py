@@ -44,7 +44,7 @@ def _orange_train_test(stem: str, name: str, description: str) -> Task:
 
 
 def _newsgroups_4k() -> Task:
-    """The 20 Newsgroups subset of PAPER.md's small-scale runs: 4,000 train / 2,000 test rows, stratified, seed 0."""
+    """The 20 Newsgroups subset of the paper's small-scale reimplementation (docs/method.md): 4,000 train / 2,000 test rows, stratified, seed 0."""
     full = get_task("20newsgroups")
     splits = {}
     for split, n in (("train", 4000), ("test", 2000)):
@@ -207,7 +207,7 @@ BUILTIN: dict[str, tuple[str, str, Callable[[], Task]]] = {
     ),
     "20newsgroups-4k": (
         "classification",
-        "20 Newsgroups subset, ~4k / 2k, stratified (PAPER.md small runs)",
+        "20 Newsgroups subset, ~4k / 2k, stratified (docs/method.md small runs)",
         _newsgroups_4k,
     ),
     "r8": (

@@ -36,7 +36,7 @@ class HeadConfig:
 @dataclass
 class BackboneConfig:
     name: str = "all-MiniLM-L6-v2"
-    """Embedding model: an asset name (`python -m csrv2.assets list`), a Hugging Face id, or a local folder."""
+    """Embedding model: an asset name (`csrv2 assets list`), a Hugging Face id, or a local folder."""
     kind: Literal["text", "vision"] = "text"
     """Modality of the backbone."""
     pooling: Literal["mean", "cls", "last"] = "mean"
@@ -122,8 +122,9 @@ class TrainConfig:
     aux_coef: float = 0.03125
     """Weight α of the AuxK dead-latent loss (1/32 in the authors' release)."""
     lr: float = 4e-4
-    """Adam learning rate of the head (constant, after warmup_steps). PAPER.md trains text heads at 1e-4 with far more
-    steps; on the small runs here 4e-4 scored higher for MRL, CSR and CSRv2 alike (docs/reproduction.md)."""
+    """Adam learning rate of the head (constant, after warmup_steps). The authors train text heads at 1e-4 with far
+    more steps (docs/method.md); on the small runs here 4e-4 scored higher for MRL, CSR and CSRv2 alike
+    (docs/reproduction.md)."""
     adam_eps: float = 6.25e-10
     """Adam epsilon (the authors' value)."""
     batch_size: int = 128

@@ -1,4 +1,4 @@
-"""Losses of CSR / CSRv2 as small pure functions (PAPER.md, "Losses").
+"""Losses of CSR / CSRv2 as small pure functions (docs/method.md, "Losses").
 
 Shapes: B = batch, d = embedding width, D = feature width (h for sparse codes).
 """

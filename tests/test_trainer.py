@@ -8,8 +8,10 @@ import torch
 
 from csrv2 import Config, SparseHead, objectives
 from csrv2.config import ConfigError
+from csrv2.distributed import World
 from csrv2.prepare import TrainingData, training_data
 from csrv2.sampling import class_aware_batches
+from csrv2.schedule import KAnnealing
 from csrv2.trainer import Trainer
 
 
@@ -124,3 +126,27 @@ def test_class_aware_batches_hold_positives_and_cover_every_row_once():
     with_positive = sum(int((labels[b] == labels[r]).sum() > 1) for b in batches for r in b)
     assert with_positive >= len(labels) - 3
     assert all(np.array_equal(a, b) for a, b in zip(batches, class_aware_batches(labels, 16, 4, 0, 1)))
+
+
+def test_first_logged_step_equals_the_objective_on_the_first_batch(tmp_path):
+    """metrics.jsonl's step 1 is exactly objectives.step_loss of a fresh head on the first class-aware batch at k_0."""
+    x, y = clustered(n=300)
+    cfg = config(tmp_path, max_steps=1, log_every=1)
+    Trainer(cfg, TrainingData(x, y)).fit()
+    logged = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+
+    torch.manual_seed(cfg.train.seed)
+    head = SparseHead.from_config(32, cfg.head)
+    rows = np.sort(class_aware_batches(y, cfg.train.batch_size, cfg.train.samples_per_class, cfg.train.seed, 0)[0])
+    k0 = KAnnealing(cfg.train.k_start, cfg.head.k, 1, cfg.train.decay_fraction, cfg.head.hidden)(0)
+    out = objectives.step_loss(head, torch.from_numpy(x[rows]), torch.from_numpy(y[rows]), k0, cfg.train, World())
+    assert logged["k"] == k0 == 32
+    for name, value in out.parts.items():
+        assert logged[name] == pytest.approx(float(value.detach()), rel=1e-6, abs=1e-9), name
+
+
+def test_dead_counters_count_optimizer_steps_under_gradient_accumulation(tmp_path):
+    """With 4 micro-batches per step, a latent idle for the whole run has waited 3 steps, not 12 forwards."""
+    x, y = clustered(n=300)
+    head = Trainer(config(tmp_path, max_steps=3, grad_accum_steps=4, anneal=False), TrainingData(x, y)).fit()
+    assert int(head.steps_since_fired.max()) == 3

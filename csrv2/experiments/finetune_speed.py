@@ -15,12 +15,12 @@ import torch
 from csrv2 import SparseHead, objectives
 from csrv2.catalog import get_task
 from csrv2.config import BackboneConfig, TrainConfig
-from csrv2.distributed import World
+from csrv2.distributed import World, resolve_device
 from csrv2.finetune import TrainableTextBackbone, autocast
 
 
 def finetune_throughput(args, texts, labels, bf16: bool, checkpointing: bool) -> str:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device("auto")
     train = TrainConfig(backbone="full", gradient_checkpointing=checkpointing, bf16=bf16)
     backbone = TrainableTextBackbone(BackboneConfig(name=args.backbone, max_length=args.max_length), train).to(device)
     head = SparseHead(backbone.dim, 4 * backbone.dim, k=8).to(device)

