@@ -215,7 +215,7 @@ def _verify(asset: Asset, folder: Path) -> None:
         if not path.is_file():
             raise AssetError(
                 f"asset {asset.name}: {path} is missing. Delete {folder} and fetch again "
-                f"(`python -m csrv2.assets fetch {asset.name}`)."
+                f"(`csrv2 assets fetch {asset.name}`)."
             )
         if _sha256(path) != digest:
             raise AssetError(

@@ -182,7 +182,7 @@ def task_from_spec(spec: TaskSpec) -> Task:
     if spec.type == "image_classification":
         raise ValueError(
             f"data.tasks[{spec.name}].type=image_classification: image tasks come from the catalog "
-            "(python -m csrv2.data list); files support classification, clustering, sts, "
+            "(csrv2 data list); files support classification, clustering, sts, "
             "pair_classification, retrieval and reranking"
         )
     tables = _read_table(spec)
