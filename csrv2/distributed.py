@@ -144,5 +144,4 @@ def auxk_loss_across_ranks(aux_recon: Tensor, residual: Tensor) -> Tensor:
     mean = totals[:-1] / totals[-1]  # (d,) mean residual over the global batch
     denominator = (mean - residual).pow(2).sum()
     dist.all_reduce(denominator)
-    loss = size * (aux_recon - residual).pow(2).sum() / denominator
-    return torch.nan_to_num(loss, nan=0.0, posinf=0.0)
+    return losses.safe_ratio(size * (aux_recon - residual).pow(2).sum(), denominator)

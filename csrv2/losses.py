@@ -20,11 +20,19 @@ def auxk_loss(aux_recon: Tensor, residual: Tensor) -> Tensor:
 
     aux_recon (B, d): decoding (without bias) of the top-k_aux dead pre-activations.
     residual (B, d): e = x − x̂_k, detached by the caller.
-    Returns MSE(ê, e) / MSE(mean_batch(e), e); NaN (e.g. a constant residual) becomes 0.
+    Returns MSE(ê, e) / MSE(mean_batch(e), e), and 0 (value and gradient) when the baseline is 0: a batch of one row
+    or a constant residual has nothing for the dead latents to explain.
     """
     baseline = (residual.mean(dim=0, keepdim=True) - residual).pow(2).mean()
-    loss = mse(aux_recon, residual) / baseline
-    return torch.nan_to_num(loss, nan=0.0, posinf=0.0)
+    return safe_ratio(mse(aux_recon, residual), baseline)
+
+
+def safe_ratio(numerator: Tensor, denominator: Tensor) -> Tensor:
+    """numerator / denominator where denominator > 0, else 0 — finite in value AND gradient.
+
+    (Dividing first and replacing NaN afterwards fixes the value only: the backward of x / 0 is still NaN.)"""
+    ok = denominator > 0
+    return torch.where(ok, numerator / torch.where(ok, denominator, torch.ones_like(denominator)), numerator * 0.0)
 
 
 def info_nce(anchors: Tensor, positives: Tensor | None = None, temperature: float = 0.2) -> Tensor:

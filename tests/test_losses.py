@@ -182,3 +182,13 @@ def test_matryoshka_is_the_mean_of_naive_supcon_over_prefixes():
     want = sum(naive_supcon(emb[:, :m], labels, 0.3) for m in (2, 4, 6)) / 3
     torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
     torch.testing.assert_close(torch.autograd.grad(got, emb)[0], torch.autograd.grad(want, emb)[0])
+
+
+@pytest.mark.parametrize("rows", [1, 4])
+def test_auxk_is_finite_in_value_and_gradient_when_the_baseline_is_zero(rows):
+    """A batch of one row (or a constant residual) has a zero baseline: loss 0 and gradient 0, never NaN."""
+    aux = torch.randn(rows, 3, requires_grad=True)
+    residual = torch.ones(rows, 3)  # constant across the batch → MSE(mean(e), e) = 0
+    loss = auxk_loss(aux, residual)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(aux.grad, torch.zeros_like(aux))

@@ -150,3 +150,19 @@ def test_dead_counters_count_optimizer_steps_under_gradient_accumulation(tmp_pat
     x, y = clustered(n=300)
     head = Trainer(config(tmp_path, max_steps=3, grad_accum_steps=4, anneal=False), TrainingData(x, y)).fit()
     assert int(head.steps_since_fired.max()) == 3
+
+
+def test_one_row_batches_train_with_auxk_on(tmp_path):
+    """train.batch_size=1 with dead latents: AuxK's zero baseline must not put NaN into the weights (issue 11)."""
+    x, y = clustered(n=40)
+    cfg = Config.from_dict(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "head": {"hidden": 128, "k": 2, "k_aux": 16, "dead_steps": 0},
+            "train": {"objective": "csr", "batch_size": 1, "max_steps": 6, "log_every": 1, "checkpoint_every": 6},
+        }
+    )
+    head = Trainer(cfg, TrainingData(x, y)).fit()
+    assert all(torch.isfinite(p).all() for p in head.parameters())
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["dead_pct"] > 0 and all(line["aux_loss"] == 0.0 for line in lines)
