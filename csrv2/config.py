@@ -160,6 +160,9 @@ class TrainConfig:
     """Recompute backbone activations in the backward pass (less memory, ~30 % more time)."""
     bf16: bool = True
     """bf16 autocast for the backbone on CUDA (ignored on CPU)."""
+    detect_anomaly: bool = False
+    """Run forward and backward under torch.autograd.detect_anomaly: slow, but a NaN or inf names the operation that
+    made it. Every step checks its loss parts and gradient norm for finiteness either way."""
     lora_r: int = 8
     """LoRA rank (train.backbone=lora)."""
     lora_alpha: int = 16

@@ -183,15 +183,26 @@ class Trainer:
 
             optimizer.zero_grad(set_to_none=True)
             fired = None  # (h,) latents active in any micro-batch of this step
-            for micro in np.array_split(local, t.grad_accum_steps):
-                x, target, y = inputs(np.sort(micro))  # sorted rows read a memory map sequentially
-                out = objectives.step_loss(head, x, y, k_t, t, world, target)
-                (out.loss / t.grad_accum_steps).backward()
-                metrics.add(out.parts)
-                fired = objectives.merge_fired(fired, out.fired)
+            parts: dict[str, float] = {}  # this step's loss parts (summed over micro-batches), for the finiteness check
+            with torch.autograd.set_detect_anomaly(t.detect_anomaly):
+                for micro in np.array_split(local, t.grad_accum_steps):
+                    x, target, y = inputs(np.sort(micro))  # sorted rows read a memory map sequentially
+                    out = objectives.step_loss(head, x, y, k_t, t, world, target)
+                    (out.loss / t.grad_accum_steps).backward()
+                    values = metrics.add(out.parts)
+                    parts = {name: parts.get(name, 0.0) + value for name, value in values.items()}
+                    fired = objectives.merge_fired(fired, out.fired)
             distributed.average_gradients(params, world)
             if t.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm))  # the norm before clipping
+            else:  # one more read of the gradients, to check them
+                grad_norm = float(gradient_norm(params))
+            fault = non_finite(parts, grad_norm, world, self.device)
+            if fault:  # stop before the optimizer writes anything: the last checkpoint stays the last good state
+                raise FloatingPointError(
+                    f"step {step + 1}: {fault}; no weights were updated and no checkpoint written. Lower train.lr, "
+                    "set train.max_grad_norm, or rerun with train.detect_anomaly=true to find the operation"
+                )
             optimizer.step()
             if fired is not None:  # dead-latent counters count optimizer steps, over every rank's rows
                 head.advance_dead_counters(distributed.any_across_ranks(fired, world))
@@ -229,10 +240,13 @@ class MetricsLog:
             kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= keep_until]
             atomic_write_text(path, "".join(line + "\n" for line in kept))
 
-    def add(self, parts: dict[str, torch.Tensor]) -> None:
-        for name, value in parts.items():
-            self.sums[name] = self.sums.get(name, 0.0) + float(value.detach())
+    def add(self, parts: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Accumulate one micro-batch's parts; returns them as floats."""
+        values = {name: float(value.detach()) for name, value in parts.items()}
+        for name, value in values.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
         self.count += 1
+        return values
 
     def flush(self, **fields) -> dict:
         means = {name: total / max(self.count, 1) for name, total in self.sums.items()}
@@ -245,6 +259,25 @@ class MetricsLog:
                 f.write(json.dumps(line) + "\n")
         self.sums, self.count = {}, 0
         return line
+
+
+def gradient_norm(params: list[torch.Tensor]) -> torch.Tensor:
+    """The global L2 norm of the parameters' gradients (what clip_grad_norm_ measures), without touching them."""
+    norms = [torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
+def non_finite(parts: dict[str, float], grad_norm: float, world: distributed.World, device: torch.device) -> str:
+    """What is not finite in one optimizer step ("" when all is well), agreed over ranks so that all stop together.
+
+    parts: this rank's loss parts; grad_norm: the norm of the rank-averaged gradients (the same on every rank)."""
+    bad = [name for name, value in parts.items() if not math.isfinite(value)]
+    if not math.isfinite(grad_norm):
+        bad.append(f"gradient norm ({grad_norm})")
+    anywhere = distributed.any_across_ranks(torch.tensor([bool(bad)], device=device), world)
+    if not bad and bool(anywhere[0]):
+        return "a loss part on another rank is not finite"
+    return "non-finite " + ", ".join(bad) if bad else ""
 
 
 def save_final(module: nn.Module, folder: Path) -> None:

@@ -166,3 +166,18 @@ def test_one_row_batches_train_with_auxk_on(tmp_path):
     assert all(torch.isfinite(p).all() for p in head.parameters())
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["dead_pct"] > 0 and all(line["aux_loss"] == 0.0 for line in lines)
+
+
+def test_a_non_finite_step_stops_before_any_weight_or_checkpoint_is_written(tmp_path):
+    """lr = 1e9 blows the weights up; the step whose loss or gradient is not finite is named, and every checkpoint
+    left in the run folder holds finite tensors (the last good one is kept)."""
+    x, y = clustered(n=300)
+    cfg = config(tmp_path, lr=1e9, max_steps=40, checkpoint_every=1, log_every=20)
+    with pytest.raises(FloatingPointError, match=r"step \d+: non-finite .*no checkpoint written") as err:
+        Trainer(cfg, TrainingData(x, y)).fit()
+    failed_step = int(str(err.value).split(":")[0].split()[1])
+    kept = sorted((tmp_path / "run").glob("step_*"))
+    assert kept and all(int(p.name[5:]) < failed_step for p in kept)
+    for folder in kept:
+        head = SparseHead.from_pretrained(folder)
+        assert all(torch.isfinite(t).all() for t in head.state_dict().values() if t.is_floating_point()), folder.name
