@@ -7,6 +7,7 @@ YAML files hold only the differences from these defaults.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -226,6 +227,11 @@ class Config:
 
     def validate(self) -> None:
         h, t = self.head, self.train
+        for key, value in _numbers(self):  # NaN slips through every comparison below, inf through most
+            if not math.isfinite(value):
+                raise ConfigError(f"{key}={value} is not a finite number")
+        if not self.output_dir.strip():
+            raise ConfigError("output_dir is empty: name the run folder (e.g. runs/my-run)")
         positive = {
             "head.hidden": h.hidden,
             "head.k": h.k,
@@ -237,6 +243,7 @@ class Config:
             "train.samples_per_class": t.samples_per_class,
             "backbone.max_length": self.backbone.max_length,
             "backbone.batch_size": self.backbone.batch_size,
+            "train.adam_eps": t.adam_eps,
         }
         for key, value in positive.items():
             if value <= 0:
@@ -250,6 +257,8 @@ class Config:
             "train.recon_weight": t.recon_weight,
             "train.aux_coef": t.aux_coef,
             "train.recon_4k_coef": t.recon_4k_coef,
+            "train.seed": t.seed,
+            "train.backbone_lr": t.backbone_lr,
         }
         for key, value in non_negative.items():
             if value < 0:
@@ -276,6 +285,12 @@ class Config:
         bad_ks = [k for k in self.eval.ks if not 1 <= k <= h.hidden]
         if bad_ks:
             raise ConfigError(f"eval.ks {bad_ks} must lie in [1, head.hidden={h.hidden}]")
+        for i, spec in enumerate(self.data.tasks):
+            where = f"data.tasks[{spec.name or i}]"
+            if not 0.0 <= spec.test_fraction < 1.0:
+                raise ConfigError(f"{where}.test_fraction must lie in [0, 1), got {spec.test_fraction}")
+            if spec.seed < 0 or spec.score_max <= 0:
+                raise ConfigError(f"{where}: seed must be ≥ 0 and score_max > 0, got {spec.seed} and {spec.score_max}")
         names = [s.name for s in self.data.tasks]
         if any(not n for n in names) or len(set(names)) != len(names):
             raise ConfigError(f"data.tasks: every task needs a unique, non-empty name, got {names}")
@@ -287,6 +302,20 @@ class Config:
     def describe(cls) -> str:
         """Every option with its type, default and docstring, as text."""
         return strict.describe(cls)
+
+
+def _numbers(obj, prefix: str = ""):
+    """(dotted key, value) of every float field of a config, nested sections and lists of sections included."""
+    for f in dataclasses.fields(obj):
+        value, key = getattr(obj, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            yield from _numbers(value, key + ".")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if dataclasses.is_dataclass(item):
+                    yield from _numbers(item, f"{key}[{i}].")
+        elif isinstance(value, float):
+            yield key, value
 
 
 def _move_old_keys(raw: dict) -> dict:
