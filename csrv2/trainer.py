@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -91,6 +92,8 @@ class Trainer:
             self._check_run_dir()
         self.world.barrier()
         found = checkpoint.list_checkpoints(self.run_dir)
+        if self.config.train.resume and not found and self.world.is_main:
+            print(f"train.resume=true: {self.run_dir} holds no checkpoint yet; starting at step 0", file=sys.stderr)
         return found[-1] if found and self.config.train.resume else None
 
     def _check_run_dir(self) -> None:
@@ -237,8 +240,8 @@ class MetricsLog:
         self.started = time.perf_counter()
         # On resume, drop lines written after the checkpoint so no step is logged twice.
         if world.is_main and path.exists():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= keep_until]
-            atomic_write_text(path, "".join(line + "\n" for line in kept))
+            kept = [line for line in read_metrics(path) if line["step"] <= keep_until]
+            atomic_write_text(path, "".join(json.dumps(line) + "\n" for line in kept))
 
     def add(self, parts: dict[str, torch.Tensor]) -> dict[str, float]:
         """Accumulate one micro-batch's parts; returns them as floats."""
@@ -259,6 +262,23 @@ class MetricsLog:
                 f.write(json.dumps(line) + "\n")
         self.sums, self.count = {}, 0
         return line
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The lines of a metrics.jsonl. A torn last line (a kill mid-write) is dropped with a note; a bad line before
+    the last is an error naming it."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number < len(lines):
+                raise ValueError(f"{path}, line {number}: not a JSON metrics line ({err})") from err
+            print(f"{path}: dropped a torn last line (line {number}, {len(line)} characters)", file=sys.stderr)
+    return out
 
 
 def gradient_norm(params: list[torch.Tensor]) -> torch.Tensor:

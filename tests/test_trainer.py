@@ -1,6 +1,7 @@
 """Head training end to end on small arrays: run folder, metrics, checkpoints, exact resume, bad input."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -181,3 +182,18 @@ def test_a_non_finite_step_stops_before_any_weight_or_checkpoint_is_written(tmp_
     for folder in kept:
         head = SparseHead.from_pretrained(folder)
         assert all(torch.isfinite(t).all() for t in head.state_dict().values() if t.is_floating_point()), folder.name
+
+
+def test_resume_drops_a_torn_last_metrics_line(tmp_path, capsys):
+    """A kill in the middle of writing metrics.jsonl leaves half a line: resume drops it with a note and goes on."""
+    x, y = clustered(n=200)
+    Trainer(config(tmp_path, max_steps=10, log_every=2, checkpoint_every=4), TrainingData(x, y)).fit()
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    whole = metrics.read_text().splitlines()
+    metrics.write_text("\n".join(whole[:2]) + "\n" + whole[2][:15])  # lines of steps 2, 4, then a torn one
+    for late in ("step_000008", "step_000010"):  # as if killed after step 4's checkpoint
+        shutil.rmtree(tmp_path / "run" / late)
+    Trainer(config(tmp_path, max_steps=10, log_every=2, checkpoint_every=4, resume=True), TrainingData(x, y)).fit()
+    assert "dropped a torn last line" in capsys.readouterr().err
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps == [2, 4, 6, 8, 10]
