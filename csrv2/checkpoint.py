@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -32,7 +33,8 @@ def save_checkpoint(
             save_model(module, str(tmp / f"{name}.module.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step}) + "\n")
+        digests = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}  # state.json is written last, unhashed
+        (tmp / "state.json").write_text(json.dumps({"step": step, "sha256": digests}, indent=1) + "\n")
 
     atomic_write_dir(final, write)
     for old in list_checkpoints(run_dir)[:-keep]:
@@ -44,6 +46,40 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints (temporary folders excluded), oldest first."""
     found = [p for p in run_dir.glob(f"{STEP_PREFIX}*") if p.is_dir() and (p / "state.json").is_file()]
     return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX) :]))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_checkpoint(path: Path) -> str:
+    """ "" when every file matches the checksum its state.json recorded, else what is wrong, naming the file.
+    Checkpoints written before checksums were recorded pass unchecked."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        return f"{path / 'state.json'} cannot be read ({err})"
+    for name, digest in state.get("sha256", {}).items():
+        file = path / name
+        if not file.is_file():
+            return f"{file} is missing"
+        if sha256_file(file) != digest:
+            return f"{file} does not match its recorded sha256 (corrupted)"
+    return ""
+
+
+def latest_good_checkpoint(run_dir: Path, note=print) -> Path | None:
+    """The newest checkpoint whose files match their checksums; each broken one passed over is named via `note`."""
+    for path in reversed(list_checkpoints(run_dir)):
+        problem = verify_checkpoint(path)
+        if not problem:
+            return path
+        note(f"checkpoint {path.name} is broken: {problem}; trying the one before it")
+    return None
 
 
 def load_checkpoint(path: Path, head: nn.Module, optimizer: torch.optim.Optimizer, modules: dict | None = None) -> int:

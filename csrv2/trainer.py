@@ -91,17 +91,25 @@ class Trainer:
         if self.world.is_main:
             self._check_run_dir()
         self.world.barrier()
-        found = checkpoint.list_checkpoints(self.run_dir)
-        if self.config.train.resume and not found and self.world.is_main:
-            print(f"train.resume=true: {self.run_dir} holds no checkpoint yet; starting at step 0", file=sys.stderr)
-        return found[-1] if found and self.config.train.resume else None
+        if not self.config.train.resume:
+            return None
+
+        def note(line: str) -> None:
+            if self.world.is_main:
+                print(f"{self.run_dir}: {line}", file=sys.stderr)
+
+        found = checkpoint.latest_good_checkpoint(self.run_dir, note)
+        if found is None:
+            note("train.resume=true but no usable checkpoint here; starting at step 0")
+        return found
 
     def _check_run_dir(self) -> None:
         resolved = self.config.to_dict()
         saved = self.run_dir / "config.yaml"
         if self.config.train.resume:
             if saved.is_file():
-                changed = _diff(Config.from_yaml(saved).to_dict(), resolved, ignore={"train.resume"})
+                # output_dir is ignored: a run folder that was moved resumes in its new place
+                changed = _diff(Config.from_yaml(saved).to_dict(), resolved, ignore={"train.resume", "output_dir"})
                 if changed:
                     raise ConfigError(
                         f"train.resume=true but the config differs from {saved} in {', '.join(changed)}; "

@@ -197,3 +197,39 @@ def test_resume_drops_a_torn_last_metrics_line(tmp_path, capsys):
     assert "dropped a torn last line" in capsys.readouterr().err
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     assert steps == [2, 4, 6, 8, 10]
+
+
+def test_a_corrupted_checkpoint_is_named_and_the_one_before_it_resumes(tmp_path, capsys):
+    """Checkpoints record the sha256 of every file; resume verifies the latest, names the broken file, falls back to
+    the previous good one, and still ends on the uninterrupted run's weights."""
+    x, y = clustered(n=300)
+    straight = Trainer(config(tmp_path, "a", max_steps=12, checkpoint_every=4), TrainingData(x, y)).fit()
+    Trainer(config(tmp_path, "b", max_steps=12, checkpoint_every=4), TrainingData(x, y)).fit()
+    run = tmp_path / "b"
+    (run / "head.safetensors").unlink()
+    shutil.rmtree(run / "step_000012")  # killed after step 8's checkpoint, whose weights then rot on disk
+    weights = run / "step_000008" / "head.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-5] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    resumed = Trainer(config(tmp_path, "b", max_steps=12, checkpoint_every=4, resume=True), TrainingData(x, y)).fit()
+    err = capsys.readouterr().err
+    assert "step_000008 is broken" in err and "head.safetensors does not match its recorded sha256" in err
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_a_moved_run_folder_resumes(tmp_path):
+    """output_dir is where the run is now: a folder moved after a crash resumes there to the same weights."""
+    x, y = clustered(n=300)
+    straight = Trainer(config(tmp_path, "a", max_steps=12, checkpoint_every=4), TrainingData(x, y)).fit()
+    Trainer(config(tmp_path, "b", max_steps=12, checkpoint_every=4), TrainingData(x, y)).fit()
+    (tmp_path / "b" / "head.safetensors").unlink()
+    shutil.rmtree(tmp_path / "b" / "step_000012")  # killed after step 8's checkpoint
+    shutil.move(tmp_path / "b", tmp_path / "moved")
+    moved = config(tmp_path, "moved", max_steps=12, checkpoint_every=4, resume=True)
+    resumed = Trainer(moved, TrainingData(x, y)).fit()
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ConfigError, match="train.lr"):  # a changed setting is still refused
+        Trainer(config(tmp_path, "moved", max_steps=12, lr=1e-2, resume=True), TrainingData(x, y)).fit()
