@@ -33,7 +33,7 @@ from csrv2.experiments.grid import GridConfig, run_grid
 from csrv2.head import SparseHead
 from csrv2.run_eval import evaluate_run, format_results
 from csrv2.strict import ConfigError
-from csrv2.trainer import Trainer
+from csrv2.trainer import Trainer, TrainingInterrupted
 
 # What counts as a mistake in the user's input (one clean line, exit 2) rather than a bug (traceback).
 INPUT_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, KeyError, ValueError, assets.AssetError)
@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> None:
         os.execv(sys.executable, [sys.executable, "-m", "csrv2.cli", *argv])
     try:
         args.func(args)
+    except TrainingInterrupted as err:  # a checkpoint was written: one line says where and how to continue
+        print(f"csrv2 {args.command}: {err}", file=sys.stderr)
+        sys.exit(130)
     except INPUT_ERRORS as err:
         if args.debug:
             raise

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -178,56 +180,76 @@ class Trainer:
             return x, x.detach(), y
 
         head.train()
+        stop = GracefulStop()  # SIGINT / SIGTERM: finish this step, write a checkpoint, raise TrainingInterrupted
         epoch_cache: tuple[int, list[np.ndarray]] = (-1, [])
         bar = tqdm(
             total=total, initial=step, desc=f"train {t.objective}", dynamic_ncols=True, disable=not world.is_main
         )
-        while step < total:
-            epoch, position = divmod(step, steps_per_epoch)
-            if epoch_cache[0] != epoch:
-                epoch_cache = (epoch, self.batches(labels, n, epoch))
-            local = world.shard(epoch_cache[1][position])  # contiguous: class-aware groups stay together
-            k_t = schedule(step)
-            warm = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps else 1.0
-            for group, base in zip(optimizer.param_groups, base_lrs):
-                group["lr"] = base * warm
+        try:
+            while step < total:
+                if stop.agreed(world, self.device):
+                    if world.is_main:
+                        checkpoint.save_checkpoint(self.run_dir, step, head, optimizer, t.keep_checkpoints, modules)
+                    world.barrier()
+                    bar.close()
+                    saved = self.run_dir / checkpoint.checkpoint_name(step)
+                    raise TrainingInterrupted(
+                        f"stopped by {stop.signal_name or 'a signal'} after step {step}: checkpoint {saved} written; "
+                        "continue with train.resume=true"
+                    )
+                epoch, position = divmod(step, steps_per_epoch)
+                if epoch_cache[0] != epoch:
+                    epoch_cache = (epoch, self.batches(labels, n, epoch))
+                local = world.shard(epoch_cache[1][position])  # contiguous: class-aware groups stay together
+                k_t = schedule(step)
+                warm = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps else 1.0
+                for group, base in zip(optimizer.param_groups, base_lrs):
+                    group["lr"] = base * warm
 
-            optimizer.zero_grad(set_to_none=True)
-            fired = None  # (h,) latents active in any micro-batch of this step
-            parts: dict[str, float] = {}  # this step's loss parts (summed over micro-batches), for the finiteness check
-            with torch.autograd.set_detect_anomaly(t.detect_anomaly):
-                for micro in np.array_split(local, t.grad_accum_steps):
-                    x, target, y = inputs(np.sort(micro))  # sorted rows read a memory map sequentially
-                    out = objectives.step_loss(head, x, y, k_t, t, world, target)
-                    (out.loss / t.grad_accum_steps).backward()
-                    values = metrics.add(out.parts)
-                    parts = {name: parts.get(name, 0.0) + value for name, value in values.items()}
-                    fired = objectives.merge_fired(fired, out.fired)
-            distributed.average_gradients(params, world)
-            if t.max_grad_norm > 0:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm))  # the norm before clipping
-            else:  # one more read of the gradients, to check them
-                grad_norm = float(gradient_norm(params))
-            fault = non_finite(parts, grad_norm, world, self.device)
-            if fault:  # stop before the optimizer writes anything: the last checkpoint stays the last good state
-                raise FloatingPointError(
-                    f"step {step + 1}: {fault}; no weights were updated and no checkpoint written. Lower train.lr, "
-                    "set train.max_grad_norm, or rerun with train.detect_anomaly=true to find the operation"
-                )
-            optimizer.step()
-            if fired is not None:  # dead-latent counters count optimizer steps, over every rank's rows
-                head.advance_dead_counters(distributed.any_across_ranks(fired, world))
-            step += 1
-            bar.update(1)
+                optimizer.zero_grad(set_to_none=True)
+                fired = None  # (h,) latents active in any micro-batch of this step
+                parts: dict[
+                    str, float
+                ] = {}  # this step's loss parts (summed over micro-batches), for the finiteness check
+                with torch.autograd.set_detect_anomaly(t.detect_anomaly):
+                    for micro in np.array_split(local, t.grad_accum_steps):
+                        x, target, y = inputs(np.sort(micro))  # sorted rows read a memory map sequentially
+                        out = objectives.step_loss(head, x, y, k_t, t, world, target)
+                        (out.loss / t.grad_accum_steps).backward()
+                        values = metrics.add(out.parts)
+                        parts = {name: parts.get(name, 0.0) + value for name, value in values.items()}
+                        fired = objectives.merge_fired(fired, out.fired)
+                distributed.average_gradients(params, world)
+                if t.max_grad_norm > 0:
+                    grad_norm = float(
+                        torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
+                    )  # the norm before clipping
+                else:  # one more read of the gradients, to check them
+                    grad_norm = float(gradient_norm(params))
+                fault = non_finite(parts, grad_norm, world, self.device)
+                if fault:  # stop before the optimizer writes anything: the last checkpoint stays the last good state
+                    raise FloatingPointError(
+                        f"step {step + 1}: {fault}; no weights were updated and no checkpoint written. Lower train.lr, "
+                        "set train.max_grad_norm, or rerun with train.detect_anomaly=true to find the operation"
+                    )
+                optimizer.step()
+                if fired is not None:  # dead-latent counters count optimizer steps, over every rank's rows
+                    head.advance_dead_counters(distributed.any_across_ranks(fired, world))
+                step += 1
+                bar.update(1)
 
-            if step % t.log_every == 0 or step == total:
-                dead = head.dead_fraction() * 100 if isinstance(head, SparseHead) else 0.0
-                line = metrics.flush(step=step, epoch=epoch, k=k_t, lr=optimizer.param_groups[0]["lr"], dead_pct=dead)
-                bar.set_postfix(loss=f"{line['loss']:.4f}", k=k_t, dead=f"{dead:.0f}%")
-            if step % t.checkpoint_every == 0 or step == total:
-                if world.is_main:
-                    checkpoint.save_checkpoint(self.run_dir, step, head, optimizer, t.keep_checkpoints, modules)
-                world.barrier()
+                if step % t.log_every == 0 or step == total:
+                    dead = head.dead_fraction() * 100 if isinstance(head, SparseHead) else 0.0
+                    line = metrics.flush(
+                        step=step, epoch=epoch, k=k_t, lr=optimizer.param_groups[0]["lr"], dead_pct=dead
+                    )
+                    bar.set_postfix(loss=f"{line['loss']:.4f}", k=k_t, dead=f"{dead:.0f}%")
+                if step % t.checkpoint_every == 0 or step == total:
+                    if world.is_main:
+                        checkpoint.save_checkpoint(self.run_dir, step, head, optimizer, t.keep_checkpoints, modules)
+                    world.barrier()
+        finally:
+            stop.restore()  # also when the loop raises: a notebook's Ctrl-C works again
         bar.close()
         if world.is_main:
             save_final(head, self.run_dir)
@@ -235,6 +257,42 @@ class Trainer:
                 save_final(backbone, self.run_dir / "backbone")
         world.barrier()
         return head
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGINT / SIGTERM after a checkpoint of the last finished step was written."""
+
+
+class GracefulStop:
+    """SIGINT / SIGTERM handlers for the training loop: the first signal asks the loop to stop after the current
+    step (it then writes a checkpoint); a second one interrupts at once. Installed only in the main thread (signal
+    handlers cannot be set elsewhere); `restore()` puts the previous handlers back."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signal_name = ""
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal_name:  # the second signal: do not wait for the step
+            self.restore()
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopped at once, without a checkpoint")
+        self.signal_name = signal.Signals(signum).name
+
+    def agreed(self, world: distributed.World, device: torch.device) -> bool:
+        """True once any rank has been signalled (all ranks then stop at the same step)."""
+        if not world.active:
+            return bool(self.signal_name)
+        flag = torch.tensor([bool(self.signal_name)], device=device)
+        return bool(distributed.any_across_ranks(flag, world)[0])
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
 
 
 class MetricsLog:

@@ -2,6 +2,10 @@
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -233,3 +237,33 @@ def test_a_moved_run_folder_resumes(tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(ConfigError, match="train.lr"):  # a changed setting is still refused
         Trainer(config(tmp_path, "moved", max_steps=12, lr=1e-2, resume=True), TrainingData(x, y)).fit()
+
+
+def test_sigint_finishes_the_step_writes_a_checkpoint_and_resumes_bit_exact(tmp_path):
+    """A real `csrv2 train` process gets SIGINT mid-run: it exits 130 with one line naming the checkpoint of the
+    last finished step, and resuming from it ends on the uninterrupted run's weights."""
+    x, y = clustered(n=400, d=8)
+    np.savez(tmp_path / "train.npz", embeddings=x, labels=y)
+    args = [f"data.embeddings={tmp_path / 'train.npz'}", "head.hidden=32", "head.k=2", "train.batch_size=16"]
+    args += ["train.max_steps=4000", "train.log_every=1", "train.checkpoint_every=100000", "eval.ks=[2]"]
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "csrv2.cli", "train", *args, f"output_dir={run}"]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    metrics = run / "metrics.jsonl"
+    while time.time() < deadline and proc.poll() is None and not (metrics.is_file() and metrics.stat().st_size):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert "stopped by SIGINT after step" in last and "train.resume=true" in last
+    step = int(last.split("after step ")[1].split(":")[0])
+    assert 0 < step < 4000 and (run / f"step_{step:06d}").is_dir() and not (run / "head.safetensors").exists()
+
+    cfg = Config.from_dict({}, [*args, f"output_dir={run}", "train.resume=true"])  # what the command ran, resumed
+    resumed = Trainer(cfg, TrainingData(x, y)).fit()
+    straight_cfg = Config.from_dict(cfg.to_dict(), ["train.resume=false", f"output_dir={tmp_path / 'straight'}"])
+    straight = Trainer(straight_cfg, TrainingData(x, y)).fit()
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
