@@ -1,7 +1,7 @@
 """Embeddings a user gives as files: a .npy (N, d) or a .npz with `embeddings` (N, d) and optional `labels` (N,).
 
-    embeddings, labels = load_arrays("train.npz", field="data.embeddings")   # labels None for a .npy
-    embeddings, labels = check_arrays(embeddings, labels, "data.embeddings")  # errors name the row
+embeddings, labels = load_arrays("train.npz", field="data.embeddings")   # labels None for a .npy
+embeddings, labels = check_arrays(embeddings, labels, "data.embeddings")  # errors name the row
 """
 
 from __future__ import annotations
@@ -24,13 +24,22 @@ def load_arrays(path: str | Path, field: str = "data.embeddings") -> Arrays:
         raise ValueError(f"{field}: {path} must be a .npy or .npz file")
     with np.load(path) as archive:
         if "embeddings" not in archive:
-            raise ValueError(f"{field}: {path} has arrays {archive.files}; it needs `embeddings` (and optional `labels`)")
+            raise ValueError(
+                f"{field}: {path} has arrays {archive.files}; it needs `embeddings` (and optional `labels`)"
+            )
         labels = archive["labels"] if "labels" in archive else None
         return archive["embeddings"], labels
 
 
-def check_arrays(embeddings: np.ndarray, labels: np.ndarray | None, where: str) -> Arrays:
-    """Refuse what a head cannot train on: not (N ≥ 2, d), a non-finite row, labels of another length or not integers.
+# Rows whose norms are checked when unit rows are expected: all of them up to this many, else an even sample
+# (reading a 10M-row memory map whole only to check it would cost more than an epoch of training).
+UNIT_CHECK_ROWS = 200_000
+UNIT_TOLERANCE = 1e-3
+
+
+def check_arrays(embeddings: np.ndarray, labels: np.ndarray | None, where: str, unit_rows: bool = False) -> Arrays:
+    """Refuse what a head cannot train on: not (N ≥ 2, d), a non-finite row, labels of another length or not
+    integers, and — with unit_rows — a row whose L2 norm is not 1 (the head expects normalised embeddings).
 
     Returns the embeddings unchanged and the labels as int64."""
     if embeddings.ndim != 2 or embeddings.shape[0] < 2:
@@ -38,6 +47,8 @@ def check_arrays(embeddings: np.ndarray, labels: np.ndarray | None, where: str) 
     bad = np.flatnonzero(~np.isfinite(np.asarray(embeddings)).all(axis=1))
     if bad.size:
         raise ValueError(f"{where}: embeddings row {bad[0]} has NaN or inf ({bad.size} such rows)")
+    if unit_rows:
+        check_unit_rows(embeddings, where)
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (embeddings.shape[0],):
@@ -46,3 +57,18 @@ def check_arrays(embeddings: np.ndarray, labels: np.ndarray | None, where: str) 
             raise ValueError(f"{where}: labels must be integers, got dtype {labels.dtype}")
         labels = labels.astype(np.int64)
     return embeddings, labels
+
+
+def check_unit_rows(embeddings: np.ndarray, where: str) -> None:
+    """Every checked row has L2 norm 1 ± UNIT_TOLERANCE; an all-zero or unnormalised row is named."""
+    n = embeddings.shape[0]
+    rows = np.arange(n) if n <= UNIT_CHECK_ROWS else np.linspace(0, n - 1, UNIT_CHECK_ROWS).astype(np.int64)
+    norms = np.linalg.norm(np.asarray(embeddings[rows], dtype=np.float64), axis=1)
+    off = np.flatnonzero(np.abs(norms - 1.0) > UNIT_TOLERANCE)
+    if off.size:
+        row = int(rows[off[0]])
+        what = "is all zeros" if norms[off[0]] == 0 else f"has L2 norm {norms[off[0]]:.4g}"
+        raise ValueError(
+            f"{where}: embeddings row {row} {what} ({off.size} of {len(rows)} checked rows are not unit vectors); "
+            "the head expects L2-normalised embeddings: divide each row by its norm (and drop all-zero rows)"
+        )

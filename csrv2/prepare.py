@@ -35,12 +35,13 @@ class TrainingData:
     labels: np.ndarray | None = None  # (N,) int64 contrastive labels, or None (unlabelled: train.objective=csr)
     inputs: list[str] | np.ndarray | None = None  # texts (N,) or images (N, H, W[, 3]) behind the embeddings
     source: str = "training data"  # where the rows came from, named in errors
+    unit_rows: bool = True  # refuse embedding rows that are not L2-normalised (False: backbone.normalize=false)
 
     def __post_init__(self):
         if self.embeddings is None and self.inputs is None:
             raise ValueError(f"{self.source}: neither embeddings nor inputs given")
         if self.embeddings is not None:
-            self.embeddings, self.labels = check_arrays(self.embeddings, self.labels, self.source)
+            self.embeddings, self.labels = check_arrays(self.embeddings, self.labels, self.source, self.unit_rows)
         if self.inputs is not None:
             n = len(self.inputs)
             if n == 0 or (self.labels is not None and len(self.labels) != n):
@@ -97,7 +98,7 @@ def task_training_data(task: Task, config: Config, max_train: int = 0, rng=None)
     if ex.images is not None:
         images = ex.images[rows]
         x = _f32(embed_images(backbone, images, f"{base}/images{sub}"))
-        return TrainingData(x, ex.labels[rows], images, source)
+        return TrainingData(x, ex.labels[rows], images, source, unit_rows=backbone.normalize)
     texts = np.array(ex.texts, dtype=object)[rows]
     is_query = ex.is_query[rows]
     x = None
@@ -114,7 +115,7 @@ def task_training_data(task: Task, config: Config, max_train: int = 0, rng=None)
         if x is None:
             x = np.empty((len(rows), part.shape[1]), dtype=np.float32)
         x[part_rows] = part
-    return TrainingData(x, ex.labels[rows], texts.tolist(), source)
+    return TrainingData(x, ex.labels[rows], texts.tolist(), source, unit_rows=backbone.normalize)
 
 
 def prepare_task(

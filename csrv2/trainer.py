@@ -55,11 +55,22 @@ class Trainer:
         """What each step reads rows from — embeddings (N, d), or texts / images for a trainable backbone — and
         the labels (N,)."""
         t, data = self.config.train, self.data
-        if t.objective in ("csrv2", "mrl") and data.labels is None:
-            raise ValueError(
-                f"{data.source}: train.objective={t.objective} needs labels for its supervised contrastive loss; "
-                "give a .npz with `labels`, or set train.objective=csr"
-            )
+        if t.objective in ("csrv2", "mrl"):
+            if data.labels is None:
+                raise ValueError(
+                    f"{data.source}: train.objective={t.objective} needs labels for its supervised contrastive loss; "
+                    "give a .npz with `labels`, or set train.objective=csr"
+                )
+            # Either extreme makes the supervised contrastive term exactly 0 for the whole run: with one class every
+            # other row is a positive (the log-ratio is log 1), with all-distinct labels no row has a positive.
+            n_classes = len(np.unique(data.labels))
+            if n_classes == 1 or n_classes == len(data.labels):
+                shape = "all rows share one label" if n_classes == 1 else "every row has a label of its own"
+                raise ValueError(
+                    f"{data.source}: {shape} ({len(data.labels)} rows), so train.objective={t.objective}'s "
+                    "supervised contrastive term would be 0 for the whole run; give labels that group rows, "
+                    "or set train.objective=csr"
+                )
         if t.backbone == "frozen":
             if data.embeddings is None:
                 raise ValueError(f"{data.source}: train.backbone=frozen trains on embeddings, and none were given")

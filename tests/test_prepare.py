@@ -20,7 +20,8 @@ class FakeEncoder:
     def encode(self, texts, kind="document"):
         self.seen.extend(texts)
         prompt = self.cfg.query_prompt if kind == "query" else self.cfg.document_prompt
-        return np.array([[len(t), len(prompt), 1.0, float(kind == "query")] for t in texts], dtype=np.float32)
+        x = np.array([[len(t), len(prompt), 1.0, float(kind == "query")] for t in texts], dtype=np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True) if self.cfg.normalize else x
 
 
 @pytest.fixture
@@ -82,6 +83,7 @@ def test_fill_embeds_training_rows_and_the_evaluation_split(fake, tmp_path):
 def test_arrays_become_training_data_and_an_evaluation_task(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20, 4)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
     np.savez(tmp_path / "train.npz", embeddings=x, labels=np.arange(20) % 2)
     np.savez(tmp_path / "test.npz", embeddings=x[:6], labels=np.arange(6) % 2)
     config = Config.from_dict(

@@ -267,3 +267,21 @@ def test_sigint_finishes_the_step_writes_a_checkpoint_and_resumes_bit_exact(tmp_
     straight = Trainer(straight_cfg, TrainingData(x, y)).fit()
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_training_data_that_cannot_train_is_refused_before_any_work(tmp_path):
+    """Degenerate labels under a supervised objective and non-unit embeddings are named; no run folder appears."""
+    x, y = clustered(n=60)
+    for labels, shape in ((np.zeros(60, np.int64), "all rows share one label"), (np.arange(60), "a label of its own")):
+        with pytest.raises(ValueError, match=shape):
+            Trainer(config(tmp_path, "a"), TrainingData(x, labels)).fit()
+    Trainer(config(tmp_path, "csr", objective="csr", max_steps=2), TrainingData(x, np.arange(60))).fit()  # csr: fine
+    scaled, zero = x.copy(), x.copy()
+    scaled[5] *= 3.0
+    zero[9] = 0.0
+    with pytest.raises(ValueError, match=r"row 5 has L2 norm 3 .*L2-normalised"):
+        TrainingData(scaled, y)
+    with pytest.raises(ValueError, match="row 9 is all zeros"):
+        TrainingData(zero, y)
+    TrainingData(scaled, y, unit_rows=False)  # backbone.normalize=false: the user's choice
+    assert not (tmp_path / "a").exists()

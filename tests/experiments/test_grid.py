@@ -54,7 +54,8 @@ def hidden_signal(name: str, config: Config | None = None) -> PreparedTask:
     x = np.concatenate([0.01 * rng.standard_normal((200, 8)), centers[y] + 0.3 * rng.standard_normal((200, 8))], 1)
     x = x.astype(np.float32)
     arrays, gold = {"train": x[::2], "test": x[1::2]}, {"train_labels": y[::2], "test_labels": y[1::2]}
-    return PreparedTask(EmbeddedTask(name, "classification", arrays, gold), TrainingData(x[::2], y[::2]))
+    train = TrainingData(x[::2], y[::2], unit_rows=False)  # raw coordinates on purpose: only PCA/truncation see them
+    return PreparedTask(EmbeddedTask(name, "classification", arrays, gold), train)
 
 
 def write_grid(tmp_path: Path, **kw) -> Path:
