@@ -76,6 +76,7 @@ def cmd_train(args) -> None:
     if args.eval_only:
         print(format_results(evaluate_run(config, SparseHead.from_pretrained(config.output_dir))))
         return
+    prepare.check_inputs(config)  # a mistyped eval task fails now, not after hours of training
     head = Trainer(config, prepare.training_data(config)).fit()
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks
         return
@@ -101,6 +102,7 @@ def cmd_embed(args) -> None:
     config = Config.from_yaml(find_config(args.config) if args.config else None, args.overrides)
     if not config.data.task and not config.eval.tasks:
         raise ConfigError("nothing to embed: set data.task or eval.tasks")
+    prepare.check_inputs(config)
     for part in prepare.fill(config):
         print(f"cached {part}", file=sys.stderr)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from csrv2.arrays import check_arrays, load_arrays
+from csrv2.catalog import catalog as catalog_names
 from csrv2.catalog import get_task
 from csrv2.config import Config
 from csrv2.embeddings import embed_images, embed_texts
@@ -60,6 +61,30 @@ class TrainingData:
 class PreparedTask:
     task: EmbeddedTask  # the evaluation split's embeddings per role, with its gold data
     train: TrainingData | None  # the train split's training examples (None: scoring only, not needed)
+
+
+def check_inputs(config: Config) -> None:
+    """What a run will read, checked before any work: every task named in data.task and eval.tasks exists (in the
+    catalog or data.tasks), and data.eval_embeddings exists with the width of data.embeddings. Nothing is loaded."""
+    known = set(catalog_names()) | {spec.name for spec in config.data.tasks}
+    for key, names in (
+        ("data.task", [config.data.task] if config.data.task else []),
+        ("eval.tasks", config.eval.tasks),
+    ):
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ConfigError(
+                f"{key}: unknown task {unknown[0]!r}; name a catalog task (csrv2 data list) or one defined in data.tasks"
+            )
+    if config.data.eval_embeddings:
+        test_x, _ = load_arrays(config.data.eval_embeddings, "data.eval_embeddings")
+        if config.data.embeddings:
+            train_x, _ = load_arrays(config.data.embeddings, "data.embeddings")
+            if test_x.ndim != 2 or train_x.ndim != 2 or test_x.shape[1] != train_x.shape[1]:
+                raise ConfigError(
+                    f"data.eval_embeddings has shape {test_x.shape} but data.embeddings {train_x.shape}: "
+                    "both must be (N, d) with the same d"
+                )
 
 
 def training_data(config: Config) -> TrainingData:

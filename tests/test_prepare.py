@@ -95,3 +95,19 @@ def test_arrays_become_training_data_and_an_evaluation_task(tmp_path):
     task = prepare.arrays_task(config)
     assert task.type == "classification" and task.name == "test"
     np.testing.assert_array_equal(task.arrays["test"], x[:6])
+
+
+def test_inputs_are_checked_before_any_work(tmp_path):
+    """A mistyped eval task or data.task, and eval embeddings of another width, fail at load time, naming them."""
+    with pytest.raises(ConfigError, match="eval.tasks: unknown task 'r9'"):
+        prepare.check_inputs(Config.from_dict({"data": {"task": "r8"}, "eval": {"tasks": ["r8", "r9"]}}))
+    with pytest.raises(ConfigError, match="data.task: unknown task 'mine'"):
+        prepare.check_inputs(Config.from_dict({"data": {"task": "mine"}}))
+    prepare.check_inputs(Config.from_dict({"data": {"task": "mine", "tasks": [{"name": "mine", "path": "m.csv"}]}}))
+    np.save(tmp_path / "train.npy", np.ones((4, 8), np.float32))
+    np.save(tmp_path / "test.npy", np.ones((4, 6), np.float32))
+    paths = {"embeddings": str(tmp_path / "train.npy"), "eval_embeddings": str(tmp_path / "test.npy")}
+    with pytest.raises(ConfigError, match=r"data.eval_embeddings has shape \(4, 6\) but data.embeddings \(4, 8\)"):
+        prepare.check_inputs(Config.from_dict({"data": paths}))
+    with pytest.raises(FileNotFoundError, match="data.eval_embeddings"):
+        prepare.check_inputs(Config.from_dict({"data": {**paths, "eval_embeddings": str(tmp_path / "no.npy")}}))
