@@ -49,6 +49,7 @@ except ImportError:  # pragma: no cover - exercised where numba is absent
     HAVE_NUMBA = False
 
 from csrv2.codes import SparseCodes
+from csrv2.files import atomic_write_dir
 
 FORMAT = "csrv2.SparseIndex/1"
 
@@ -472,35 +473,65 @@ class SparseIndex:
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Write a folder: offsets.npy, doc_ids.npy, values.npy, index.json (written last, via a temporary name)."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        for name in ("offsets", "doc_ids", "values"):
-            np.save(path / f"{name}.npy", np.ascontiguousarray(getattr(self, name)))
-        meta = {"format": FORMAT, "n_docs": self.n_docs, "dim": self.dim, "nnz": self.nnz}
-        tmp = path / "index.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        tmp.rename(path / "index.json")
+        """Write the folder `path` (offsets.npy, doc_ids.npy, values.npy, index.json) as one unit: the files go into a
+        temporary folder that then takes the place of `path`, so a crash mid-save never leaves old and new mixed."""
+
+        def write(tmp: Path) -> None:
+            for name in ("offsets", "doc_ids", "values"):
+                np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(self, name)))
+            meta = {"format": FORMAT, "n_docs": self.n_docs, "dim": self.dim, "nnz": self.nnz}
+            (tmp / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+        atomic_write_dir(Path(path), write)
 
     @classmethod
-    def load(cls, path: str | Path, mmap: bool = True) -> SparseIndex:
+    def load(cls, path: str | Path, mmap: bool = True, verify: bool = True) -> SparseIndex:
         """Open a saved index; mmap=True maps the arrays read-only (opening costs O(1), pages load on use).
 
-        numba compiles separate kernels for read-only arrays: the very first search on a mapped index in a fresh
-        numba cache takes ~2 s to compile them; afterwards they load from the on-disk cache.
+        verify=True checks what the search kernels trust — dtypes, offsets non-decreasing within [0, nnz], every
+        doc id in [0, n_docs), finite values — and names the file that breaks it (a bad offset would make a search
+        read out of bounds). It reads doc_ids and values once (~1 s per GB); verify=False skips that for an index
+        you wrote yourself. numba compiles separate kernels for read-only arrays: the very first search on a
+        mapped index in a fresh numba cache takes ~2 s to compile them; afterwards they load from the on-disk cache.
         """
         path = Path(path)
         meta_path = path / "index.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"{meta_path} not found: expected a folder written by SparseIndex.save")
-        meta = json.loads(meta_path.read_text())
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{meta_path}: not valid JSON ({err})") from err
         if meta.get("format") != FORMAT:
             raise ValueError(f"{meta_path}: format {meta.get('format')!r} is not {FORMAT!r}")
         mode = "r" if mmap else None
-        arrays = {name: np.load(path / f"{name}.npy", mmap_mode=mode) for name in ("offsets", "doc_ids", "values")}
-        if arrays["offsets"].shape[0] != meta["dim"] + 1 or arrays["doc_ids"].shape[0] != meta["nnz"]:
+        arrays = {}
+        for name, dtype in (("offsets", np.int64), ("doc_ids", np.int32), ("values", np.float32)):
+            file = path / f"{name}.npy"
+            if not file.is_file():
+                raise FileNotFoundError(f"{file} not found: the index folder is incomplete")
+            arrays[name] = np.load(file, mmap_mode=mode)
+            if arrays[name].dtype != dtype or arrays[name].ndim != 1:
+                raise ValueError(
+                    f"{file}: expected a 1-d {np.dtype(dtype)} array, got {arrays[name].dtype} {arrays[name].shape}"
+                )
+        offsets, doc_ids, values = arrays["offsets"], arrays["doc_ids"], arrays["values"]
+        if offsets.shape[0] != meta["dim"] + 1 or doc_ids.shape[0] != meta["nnz"] or values.shape[0] != meta["nnz"]:
             raise ValueError(f"{path}: array shapes do not match index.json (dim {meta['dim']}, nnz {meta['nnz']})")
-        return cls(arrays["offsets"], arrays["doc_ids"], arrays["values"], meta["n_docs"])
+        if verify:
+            _verify_postings(path, offsets, doc_ids, values, int(meta["n_docs"]))
+        return cls(offsets, doc_ids, values, meta["n_docs"])
+
+
+def _verify_postings(path: Path, offsets: np.ndarray, doc_ids: np.ndarray, values: np.ndarray, n_docs: int) -> None:
+    """What the kernels index with must be in range: a corrupted file is named, never searched."""
+    nnz = doc_ids.shape[0]
+    if offsets[0] != 0 or offsets[-1] != nnz or (np.diff(offsets) < 0).any():
+        raise ValueError(f"{path / 'offsets.npy'}: offsets must rise from 0 to nnz={nnz} without going down")
+    if nnz and (int(doc_ids.min()) < 0 or int(doc_ids.max()) >= n_docs):
+        raise ValueError(f"{path / 'doc_ids.npy'}: document ids must lie in [0, n_docs={n_docs})")
+    if nnz and not np.isfinite(values).all():
+        raise ValueError(f"{path / 'values.npy'}: holds NaN or inf")
 
 
 class DenseIndex:

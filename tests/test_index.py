@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import scipy.sparse
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 import csrv2.index as index_module
 from csrv2.codes import SparseCodes
+from csrv2.experiments.measure import skew_stats
 from csrv2.index import SparseIndex
 
 
@@ -146,6 +149,58 @@ def test_save_load_roundtrip(tmp_path, mmap):
     assert len(loaded) == 123
 
 
+def test_a_damaged_index_folder_is_named_and_never_searched(tmp_path):
+    """What the kernels index with is checked on load: a bad offset (which made a search read out of bounds), a doc
+    id ≥ n_docs, doc ids saved as float64, a missing file — each names its file."""
+    rng = np.random.default_rng(4)
+    SparseIndex.build(random_codes(rng, 50, 16, 2)).save(tmp_path / "ix")
+
+    def damaged(name: str, change) -> str:
+        folder = tmp_path / f"bad-{name}-{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(tmp_path / "ix", folder)
+        change(folder)
+        with pytest.raises((ValueError, FileNotFoundError)) as err:
+            SparseIndex.load(folder)
+        return str(err.value)
+
+    def edit(name: str, fn):
+        def change(folder):
+            array = np.load(folder / f"{name}.npy")
+            np.save(folder / f"{name}.npy", fn(array))
+
+        return change
+
+    assert "offsets.npy" in damaged("offsets", edit("offsets", lambda a: np.where(np.arange(len(a)) == 3, 10**9, a)))
+    assert "doc_ids.npy" in damaged("ids", edit("doc_ids", lambda a: np.where(np.arange(len(a)) == 0, 50, a)))
+    assert "doc_ids.npy: expected a 1-d int32" in damaged("float", edit("doc_ids", lambda a: a.astype(np.float64)))
+    assert "values.npy" in damaged("nan", edit("values", lambda a: np.where(np.arange(len(a)) == 1, np.nan, a)))
+    assert "values.npy not found" in damaged("missing", lambda folder: (folder / "values.npy").unlink())
+
+
+def test_saving_over_an_index_replaces_it_whole(tmp_path, monkeypatch):
+    """A save killed midway leaves the old index intact (never a mix of old and new files)."""
+    rng = np.random.default_rng(5)
+    old, new = SparseIndex.build(random_codes(rng, 40, 16, 2)), SparseIndex.build(random_codes(rng, 70, 16, 2))
+    old.save(tmp_path / "ix")
+    real_save, calls = np.save, []
+
+    def dying_save(file, array, *args, **kwargs):
+        calls.append(file)
+        if len(calls) == 2:  # after offsets.npy and before doc_ids.npy of the new index
+            raise KeyboardInterrupt
+        real_save(file, array, *args, **kwargs)
+
+    monkeypatch.setattr(np, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        new.save(tmp_path / "ix")
+    monkeypatch.undo()
+    loaded = SparseIndex.load(tmp_path / "ix")
+    assert len(loaded) == 40
+    np.testing.assert_array_equal(loaded.doc_ids, old.doc_ids)
+    new.save(tmp_path / "ix")
+    assert len(SparseIndex.load(tmp_path / "ix")) == 70
+
+
 def test_statistics():
     docs = SparseCodes(torch.tensor([[0, 1], [0, 2], [0, 3]]), torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]]), 4)
     index = SparseIndex.build(docs)
@@ -170,8 +225,6 @@ def test_errors_name_the_argument(tmp_path):
 
 
 def test_skew_stats_uniform_and_skewed():
-    from csrv2.bench import skew_stats
-
     uniform = SparseIndex.build(SparseCodes(torch.arange(8).reshape(4, 2), torch.ones(4, 2), 8))
     assert skew_stats(uniform)["inflation"] == pytest.approx(1.0)
     skewed = SparseIndex.build(SparseCodes(torch.tensor([[0, 1], [0, 2], [0, 3], [0, 4]]), torch.ones(4, 2), 8))
