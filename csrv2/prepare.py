@@ -12,6 +12,7 @@ evaluation rows). Retrieval documents are always read from the corpus embeddings
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,28 @@ class TrainingData:
 
     def __len__(self) -> int:
         return len(self.embeddings) if self.embeddings is not None else len(self.inputs)
+
+    def fingerprint(self, sample_rows: int = 4096) -> dict:
+        """What identifies these rows, cheaply: source, shape, and sha256 of the labels, the texts (or images) and
+        `sample_rows` evenly spaced embedding rows (a whole 10M-row cache would take minutes to hash)."""
+        record: dict = {"source": self.source, "rows": len(self)}
+        if self.labels is not None:
+            record["labels_sha256"] = hashlib.sha256(np.ascontiguousarray(self.labels).tobytes()).hexdigest()
+        if self.embeddings is not None:
+            n = self.embeddings.shape[0]
+            rows = np.unique(np.linspace(0, n - 1, min(n, sample_rows)).astype(np.int64))
+            sample = np.ascontiguousarray(self.embeddings[rows], dtype=np.float32)
+            record["width"] = int(self.embeddings.shape[1])
+            record["embeddings_sample_sha256"] = hashlib.sha256(sample.tobytes()).hexdigest()
+        if self.inputs is not None:
+            h = hashlib.sha256()
+            if isinstance(self.inputs, np.ndarray):
+                h.update(np.ascontiguousarray(self.inputs).tobytes())
+            else:
+                for text in self.inputs:
+                    h.update(text.encode("utf-8", "surrogatepass") + b"\0")
+            record["inputs_sha256"] = h.hexdigest()
+        return record
 
 
 @dataclass

@@ -27,11 +27,13 @@ from tqdm.auto import tqdm
 from csrv2 import checkpoint, distributed, objectives, sampling
 from csrv2.baselines import MRL_DIMS, MRLHead
 from csrv2.config import Config, ConfigError
-from csrv2.files import atomic_write_text, replace_files_into
+from csrv2.files import atomic_write_json, atomic_write_text, replace_files_into
 from csrv2.finetune import autocast, trainable_backbone
 from csrv2.head import SparseHead
 from csrv2.prepare import TrainingData
 from csrv2.schedule import KAnnealing
+
+DATA_RECORD = "data.json"  # in the run folder: what the run trained on (TrainingData.fingerprint), checked on resume
 
 
 class Trainer:
@@ -128,6 +130,18 @@ class Trainer:
                         f"train.resume=true but the config differs from {saved} in {', '.join(changed)}; "
                         "resume with the same config, or start a new output_dir"
                     )
+            recorded = self.run_dir / DATA_RECORD
+            if recorded.is_file():
+                before, now = json.loads(recorded.read_text()), self.data.fingerprint()
+                changed = [
+                    key for key in sorted(set(before) | set(now)) if key != "source" and before.get(key) != now.get(key)
+                ]
+                if changed:
+                    raise ValueError(
+                        f"train.resume=true but the training data differs from what {recorded} records "
+                        f"({', '.join(changed)}: was {before.get('source')!r}); resume on the same data, or start "
+                        "a new output_dir"
+                    )
         elif (self.run_dir / "metrics.jsonl").exists() or (
             self.run_dir.is_dir() and checkpoint.list_checkpoints(self.run_dir)
         ):
@@ -137,6 +151,7 @@ class Trainer:
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(saved, yaml.safe_dump(resolved, sort_keys=False))
+        atomic_write_json(self.run_dir / DATA_RECORD, self.data.fingerprint())
 
     # -- the loop --------------------------------------------------------------------------------
     def fit(self) -> nn.Module:

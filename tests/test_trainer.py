@@ -285,3 +285,18 @@ def test_training_data_that_cannot_train_is_refused_before_any_work(tmp_path):
         TrainingData(zero, y)
     TrainingData(scaled, y, unit_rows=False)  # backbone.normalize=false: the user's choice
     assert not (tmp_path / "a").exists()
+
+
+def test_resume_refuses_changed_training_data(tmp_path):
+    """The run folder records what it trained on (data.json); resuming on other rows is refused, naming the change."""
+    x, y = clustered(n=300)
+    Trainer(config(tmp_path, max_steps=8, checkpoint_every=4), TrainingData(x, y, source="v1")).fit()
+    record = json.loads((tmp_path / "run" / "data.json").read_text())
+    assert record["rows"] == 300 and record["width"] == 32 and record["source"] == "v1"
+    (tmp_path / "run" / "head.safetensors").unlink()
+    shutil.rmtree(tmp_path / "run" / "step_000008")
+    relabelled = y.copy()
+    relabelled[:10] = (relabelled[:10] + 1) % 6
+    with pytest.raises(ValueError, match=r"training data differs .*labels_sha256.*was 'v1'"):
+        Trainer(config(tmp_path, max_steps=8, checkpoint_every=4, resume=True), TrainingData(x, relabelled)).fit()
+    Trainer(config(tmp_path, max_steps=8, checkpoint_every=4, resume=True), TrainingData(x, y, source="v1")).fit()
