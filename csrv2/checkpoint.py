@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +10,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 
-from csrv2.files import atomic_write_dir
+from csrv2.files import atomic_write_dir, sha256_file
 
 STEP_PREFIX = "step_"
 
@@ -46,14 +45,6 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints (temporary folders excluded), oldest first."""
     found = [p for p in run_dir.glob(f"{STEP_PREFIX}*") if p.is_dir() and (p / "state.json").is_file()]
     return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX) :]))
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_checkpoint(path: Path) -> str:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import numpy as np
 from csrv2 import paths
 from csrv2.backbones import load_backbone
 from csrv2.config import BackboneConfig
-from csrv2.files import atomic_save_npy
+from csrv2.files import atomic_save_npy, atomic_write_text, sha256_file
 
 _encoders: dict[tuple, object] = {}  # backbones loaded in this process, by their config (loading takes seconds)
 
@@ -80,14 +82,52 @@ def _fingerprint_texts(texts: Sequence[str]) -> str:
 
 
 def _load_or_compute(path: Path, n: int, compute) -> np.ndarray:
-    # mmap_mode "c" (copy-on-write): callers may write to the array (torch wants writable memory), the file never changes
+    """The cached (n, d) array at `path` when it is complete and intact, else compute(), stored, then mapped.
+
+    Each file has a sidecar `<name>.sha256` checked on every open (~0.1 s per 100 MB here): a file that no longer
+    matches is named on stderr and computed again. A cache written before sidecars existed gets one on first open.
+    """
     if path.is_file():
-        x = np.load(path, mmap_mode="c")
-        if x.shape[0] == n:
-            return x
+        problem = _verify(path, n)
+        if not problem:
+            # mmap "c" (copy-on-write): callers may write to the array (torch wants writable memory); the file never changes
+            return np.load(path, mmap_mode="c")
+        print(f"embedding cache: {path} {problem}; computing it again", file=sys.stderr)
+    _remove_stale_partials(path.parent)
     values = np.asarray(compute(), dtype=np.float32)  # (n, d)
     atomic_save_npy(path, values)  # the final name appears only with complete content
+    atomic_write_text(_sidecar(path), sha256_file(path) + "\n")
     return np.load(path, mmap_mode="c")
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _verify(path: Path, n: int) -> str:
+    """ "" when the cached file holds n rows and matches its recorded sha256, else what is wrong."""
+    digest = sha256_file(path)
+    sidecar = _sidecar(path)
+    if not sidecar.is_file():  # written before checksums were kept: trust it once, from now on it is checked
+        atomic_write_text(sidecar, digest + "\n")
+    elif sidecar.read_text().strip() != digest:
+        return "does not match its recorded sha256 (corrupted)"
+    try:
+        rows = np.load(path, mmap_mode="r").shape[0]
+    except (ValueError, OSError) as err:
+        return f"cannot be read as .npy ({err})"
+    return "" if rows == n else f"holds {rows} rows, expected {n}"
+
+
+def _remove_stale_partials(folder: Path, older_than_s: float = 3600.0) -> None:
+    """Temporary files of writes that died (a live write renames its file within seconds of creating it)."""
+    now = time.time()
+    for partial in folder.glob(".*.partial"):
+        try:
+            if now - partial.stat().st_mtime > older_than_s:
+                partial.unlink()
+        except FileNotFoundError:  # another process finished or removed it meanwhile
+            pass
 
 
 def embed_texts(backbone_cfg: BackboneConfig, texts: Sequence[str], key: str, kind: str = "document") -> np.ndarray:

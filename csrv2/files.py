@@ -5,6 +5,7 @@ A rename within one file system is atomic, so a reader sees either the old file 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -72,3 +73,12 @@ def replace_files_into(tmp: Path, folder: Path) -> None:
     for file in tmp.iterdir():
         os.replace(file, folder / file.name)
     tmp.rmdir()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -118,3 +118,18 @@ def test_dense_minilm_classifies_real_r8(minilm):
     Xte = cache.embed_texts(cfg, test.texts, "r8/test/subset400")
     acc = LogisticRegression(max_iter=2000, C=10).fit(Xtr, train.labels).score(Xte, test.labels)
     assert acc >= 0.9, acc
+
+
+def test_a_corrupted_cache_file_is_named_and_recomputed(fake, tmp_path, capsys):
+    """Each cache file has a sha256 sidecar checked on open: a flipped byte is named and the rows computed again."""
+    cfg = BackboneConfig()
+    x = np.array(cache.embed_texts(cfg, ["a", "bb", "ccc"], key="k"))
+    (path,) = (tmp_path / "embeddings").glob("*.npy")
+    assert (path.parent / (path.name + ".sha256")).is_file()
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    again = cache.embed_texts(cfg, ["a", "bb", "ccc"], key="k")
+    assert "does not match its recorded sha256" in capsys.readouterr().err
+    np.testing.assert_array_equal(again, x)
+    assert sum(len(e.seen) for e in fake.values()) == 6  # encoded twice: once at first, once after the damage
