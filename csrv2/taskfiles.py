@@ -128,7 +128,13 @@ def _read_table(spec: TaskSpec):
     base = suffix.split(".gz")[0].split(".bz2")[0] if suffix else ""
     if base not in readers:
         raise ValueError(f"{where}: cannot read {path.name}; use .csv, .tsv, .jsonl or .parquet")
-    return {"": readers[base]()}
+    try:
+        table = readers[base]()
+    except pd.errors.EmptyDataError as err:
+        raise ValueError(f"{where}: {path} is empty (no header, no rows)") from err
+    if len(table) == 0:
+        raise ValueError(f"{where}: {path} has a header but no data rows")
+    return {"": table}
 
 
 def _column(df, column: str, spec: TaskSpec, field_name: str, text: bool) -> list:
@@ -213,7 +219,14 @@ def task_from_spec(spec: TaskSpec) -> Task:
         if spec.type == "sts":
             s.scores = np.asarray(_column(df, spec.score_column, spec, "score_column", text=False), dtype=np.float64)
         else:
-            all_labels.append(_column(df, spec.label_column, spec, "label_column", text=False))
+            labels = _column(df, spec.label_column, spec, "label_column", text=False)
+            empty = [row for row, v in enumerate(labels) if isinstance(v, str) and not v.strip()]
+            if empty:
+                raise ValueError(
+                    f"{spec.path}, row {empty[0] + 1}, column {spec.label_column!r}: empty label "
+                    f"({len(empty)} such rows); give every row a label, or drop the rows"
+                )
+            all_labels.append(labels)
         splits[split] = s
     names: list[str] = []
     if all_labels:
@@ -237,6 +250,12 @@ def task_from_spec(spec: TaskSpec) -> Task:
             train, test = stratified_split(whole.labels, spec.test_fraction, spec.seed)
         else:
             train, test = random_split(len(whole), spec.test_fraction, spec.seed)
+        if not len(train) or not len(test):
+            raise ValueError(
+                f"data.tasks[{spec.name}]: {len(whole)} rows are too few for a train/test split with "
+                f"test_fraction={spec.test_fraction} ({len(train)} train, {len(test)} test rows); add rows, raise "
+                "test_fraction, or give a split_column"
+            )
         splits = {"train": whole.subset(train), "test": whole.subset(test)}
     splits = {("dev" if s == "validation" else s): v for s, v in splits.items()}
     return Task(spec.name, spec.type, splits, f"{spec.type} from {spec.path}", names, score_max=spec.score_max)

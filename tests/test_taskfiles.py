@@ -103,3 +103,17 @@ def test_sts_from_a_file_uses_its_score_scale(tmp_path):
     spec = TaskSpec(name="s", type="sts", path=str(path), split_column="split", score_max=1.0)
     ex = task_from_spec(spec).training_examples()
     assert ex.texts == ["a", "b", "c", "d"] and ex.labels[0] == ex.labels[1] and ex.labels[2] != ex.labels[3]
+
+
+def test_empty_header_only_tiny_and_unlabelled_files_are_named(tmp_path):
+    """Each a clear error naming the file (or row), never a task with an empty split."""
+    cases = {
+        "empty.csv": ("", "is empty"),
+        "header.csv": ("text,label\n", "has a header but no data rows"),
+        "tiny.csv": ("text,label\na,x\nb,y\n", "too few for a train/test split"),
+        "nolabel.csv": ("text,label\na,x\nb,\nc,y\n", "row 2, column 'label': empty label"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_text(content)
+        with pytest.raises(ValueError, match=message):
+            task_from_spec(TaskSpec(name="t", path=str(tmp_path / name)))
