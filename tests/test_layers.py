@@ -15,11 +15,11 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "csrv2"
 
 LAYERS = {
-    0: ["paths", "files", "strict", "codes", "losses", "schedule", "sampling", "tasks", "model_files"],
+    0: ["paths", "files", "strict", "codes", "losses", "schedule", "sampling", "tasks", "model_files", "wheel_pins"],
     1: ["config"],
     2: ["head", "baselines", "distributed", "index", "evaluate"],
     3: ["assets", "taskfiles", "catalog", "backbones"],
-    4: ["embeddings", "arrays", "prepare", "finetune", "checkpoint", "objectives"],
+    4: ["embeddings", "arrays", "prepare", "finetune", "checkpoint", "objectives", "metrics", "safeguards"],
     5: ["trainer", "run_eval"],
     6: ["experiments", "cli"],  # experiments: every module of the csrv2.experiments package
 }
