@@ -266,9 +266,11 @@ def _as_packed(codes, dim: int, name: str) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"{name}: codes have dim {codes.dim}, the index has dim {dim}")
         idx = codes.indices.detach().cpu().numpy().astype(np.int64, copy=False)
         val = codes.values.detach().cpu().to(torch.float32).numpy()
-        return np.ascontiguousarray(idx), np.ascontiguousarray(val)
+        idx, val = np.ascontiguousarray(idx), np.ascontiguousarray(val)
+        _check_packed(idx, val, name)
+        return idx, val
     if scipy.sparse.issparse(codes):
-        matrix = scipy.sparse.csr_matrix(codes)
+        matrix = _checked_csr(codes, name)
         if matrix.shape[1] != dim:
             raise ValueError(f"{name}: matrix has {matrix.shape[1]} columns, the index has dim {dim}")
         lengths = np.diff(matrix.indptr)
@@ -283,6 +285,36 @@ def _as_packed(codes, dim: int, name: str) -> tuple[np.ndarray, np.ndarray]:
     raise TypeError(f"{name} must be SparseCodes or a scipy sparse matrix, got {type(codes).__name__}")
 
 
+def _check_packed(idx: np.ndarray, val: np.ndarray, name: str) -> None:
+    """Refuse NaN / inf values and a row that gives one latent twice among its active (non-zero) slots: the dot
+    product of such a row is ambiguous, and TopK never makes one. Zero slots may repeat (padding)."""
+    if not np.isfinite(val).all():
+        row = int(np.flatnonzero(~np.isfinite(val).all(axis=1))[0])
+        raise ValueError(f"{name}: row {row} holds NaN or inf values")
+    if idx.shape[1] > 1:
+        # inactive slots get distinct negative stand-ins so that only active latents can collide
+        active = np.where(val != 0, idx, -1 - np.arange(idx.shape[1]))
+        ordered = np.sort(active, axis=1)
+        repeats = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+        if repeats.any():
+            row = int(np.flatnonzero(repeats)[0])
+            raise ValueError(f"{name}: row {row} gives a latent twice; each active latent may appear once per row")
+
+
+def _checked_csr(codes, name: str) -> scipy.sparse.csr_matrix:
+    """A float32 CSR copy of a scipy matrix; NaN / inf or a latent stored twice in a row (duplicate entries) refused."""
+    matrix = scipy.sparse.csr_matrix(codes, dtype=np.float32, copy=True)
+    if not np.isfinite(matrix.data).all():
+        raise ValueError(f"{name}: the matrix holds NaN or inf values")
+    if not matrix.has_canonical_format:  # unsorted or duplicated column indices: find out which
+        merged = matrix.copy()
+        merged.sum_duplicates()
+        if merged.nnz != matrix.nnz:
+            raise ValueError(f"{name}: a row stores one latent twice (duplicate entries); sum them first")
+        matrix = merged
+    return matrix
+
+
 def _postings_of(codes, dim: int | None, name: str):
     """Database codes → (rows, latents, values, n_rows, dim) of their non-zeros, rows non-decreasing."""
     if isinstance(codes, SparseCodes):
@@ -292,8 +324,7 @@ def _postings_of(codes, dim: int | None, name: str):
         lats, vals = idx.ravel(), val.ravel()
         n_rows = idx.shape[0]
     elif scipy.sparse.issparse(codes):
-        matrix = scipy.sparse.csr_matrix(codes, dtype=np.float32)
-        matrix.sum_duplicates()
+        matrix = _checked_csr(codes, name)
         dim = matrix.shape[1] if dim is None else dim
         if matrix.shape[1] != dim:
             raise ValueError(f"{name}: matrix has {matrix.shape[1]} columns, the index has dim {dim}")

@@ -247,3 +247,21 @@ def test_signed_values_match_brute_force(kernel):
     exp_s, exp_i = brute_force(docs, queries, 15)
     np.testing.assert_array_equal(ids.numpy(), exp_i)
     np.testing.assert_allclose(scores.numpy(), exp_s)
+
+
+def test_non_finite_values_and_repeated_latents_are_refused():
+    """build, add and search refuse NaN / inf and a row that gives one active latent twice, naming the row."""
+    good = SparseCodes(torch.tensor([[0, 1], [2, 3]]), torch.tensor([[1.0, 0.5], [0.5, 0.5]]), 4)
+    index = SparseIndex.build(good)
+    nan = SparseCodes(torch.tensor([[0, 1], [2, 3]]), torch.tensor([[1.0, 0.5], [float("nan"), 0.5]]), 4)
+    twice = SparseCodes(torch.tensor([[0, 1], [2, 2]]), torch.tensor([[1.0, 0.5], [0.5, 0.5]]), 4)
+    for call in (SparseIndex.build, index.add, index.search):
+        with pytest.raises(ValueError, match="row 1 holds NaN or inf"):
+            call(nan)
+        with pytest.raises(ValueError, match="row 1 gives a latent twice"):
+            call(twice)
+    padded = SparseCodes(torch.tensor([[1, 0, 0]]), torch.tensor([[1.0, 0.0, 0.0]]), 4)  # zero slots may repeat
+    index.search(padded)
+    duplicated = scipy.sparse.csr_matrix((np.ones(2, np.float32), np.array([1, 1]), np.array([0, 2])), shape=(1, 4))
+    with pytest.raises(ValueError, match="stores one latent twice"):
+        SparseIndex.build(duplicated)
