@@ -21,12 +21,14 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from csrv2 import losses
 from csrv2.codes import SparseCodes
 from csrv2.config import HeadConfig
+from csrv2.files import sha256_file
 
 WEIGHTS_NAME = "head.safetensors"
 CONFIG_NAME = "config.json"
@@ -179,25 +181,38 @@ class SparseHead(nn.Module):
 
     # -- persistence: safetensors + JSON, no pickle --------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:
+        """head.safetensors + config.json ({d_in, hidden, k, k_aux, dead_steps, weights_sha256}); no pickle."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
         save_file(tensors, str(path / WEIGHTS_NAME))
-        (path / CONFIG_NAME).write_text(json.dumps({"d_in": self.d_in, **asdict(self.config)}, indent=2) + "\n")
+        spec = {"d_in": self.d_in, **asdict(self.config), "weights_sha256": sha256_file(path / WEIGHTS_NAME)}
+        (path / CONFIG_NAME).write_text(json.dumps(spec, indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> SparseHead:
+        """Load a folder written by save_pretrained (any version). Damage is named, never loaded: unreadable JSON,
+        unknown keys, weights that do not match their recorded sha256, tensors of the wrong shape."""
         path = Path(path)
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (path / name).is_file():
                 raise FileNotFoundError(f"{path / name} not found: expected a folder written by save_pretrained")
-        spec = json.loads((path / CONFIG_NAME).read_text())
+        try:
+            spec = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path / CONFIG_NAME}: not valid JSON ({err})") from None
         known = {"d_in", *HeadConfig.__dataclass_fields__}
-        unknown = set(spec) - known - set(RETIRED_KEYS)
-        if unknown:
-            raise ValueError(
-                f"{path / CONFIG_NAME}: unknown keys {sorted(unknown)}; a head config holds {sorted(known)}"
+        if not isinstance(spec, dict) or set(spec) - known - set(RETIRED_KEYS) - {"weights_sha256"}:
+            unknown = (
+                sorted(set(spec) - known - set(RETIRED_KEYS) - {"weights_sha256"}) if isinstance(spec, dict) else spec
             )
+            raise ValueError(f"{path / CONFIG_NAME}: unknown keys {unknown}; a head config holds {sorted(known)}")
+        recorded = spec.get("weights_sha256")  # heads saved before checksums were kept have none
+        if recorded is not None and sha256_file(path / WEIGHTS_NAME) != recorded:
+            raise ValueError(f"{path / WEIGHTS_NAME} does not match the sha256 in {CONFIG_NAME} (corrupted)")
         head = cls(**{key: value for key, value in spec.items() if key in known})
-        head.load_state_dict(load_file(str(path / WEIGHTS_NAME), device=str(map_location)))
+        try:
+            head.load_state_dict(load_file(str(path / WEIGHTS_NAME), device=str(map_location)))
+        except (RuntimeError, SafetensorError, OSError) as err:  # wrong shapes, a torn or foreign file
+            raise ValueError(f"{path / WEIGHTS_NAME}: not the weights of this head ({err})") from None
         return head.to(map_location)

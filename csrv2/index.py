@@ -49,7 +49,7 @@ except ImportError:  # pragma: no cover - exercised where numba is absent
     HAVE_NUMBA = False
 
 from csrv2.codes import SparseCodes
-from csrv2.files import atomic_write_dir
+from csrv2.files import atomic_write_dir, sha256_file
 
 FORMAT = "csrv2.SparseIndex/1"
 
@@ -511,6 +511,9 @@ class SparseIndex:
             for name in ("offsets", "doc_ids", "values"):
                 np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(self, name)))
             meta = {"format": FORMAT, "n_docs": self.n_docs, "dim": self.dim, "nnz": self.nnz}
+            meta["sha256"] = {
+                f"{name}.npy": sha256_file(tmp / f"{name}.npy") for name in ("offsets", "doc_ids", "values")
+            }
             (tmp / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
 
         atomic_write_dir(Path(path), write)
@@ -519,10 +522,11 @@ class SparseIndex:
     def load(cls, path: str | Path, mmap: bool = True, verify: bool = True) -> SparseIndex:
         """Open a saved index; mmap=True maps the arrays read-only (opening costs O(1), pages load on use).
 
-        verify=True checks what the search kernels trust — dtypes, offsets non-decreasing within [0, nnz], every
-        doc id in [0, n_docs), finite values — and names the file that breaks it (a bad offset would make a search
-        read out of bounds). It reads doc_ids and values once (~1 s per GB); verify=False skips that for an index
-        you wrote yourself. numba compiles separate kernels for read-only arrays: the very first search on a
+        verify=True checks every file against the sha256 that save() recorded, then what the search kernels trust —
+        dtypes, offsets non-decreasing within [0, nnz], every doc id in [0, n_docs), finite values — and names the
+        file that breaks it (a bad offset would make a search read out of bounds; a flipped value bit would rank
+        wrongly). It reads the files once (~1 s per GB); verify=False skips that for an index you wrote yourself
+        (dtypes and shapes are always checked). numba compiles separate kernels for read-only arrays: the very first search on a
         mapped index in a fresh numba cache takes ~2 s to compile them; afterwards they load from the on-disk cache.
         """
         path = Path(path)
@@ -535,6 +539,13 @@ class SparseIndex:
             raise ValueError(f"{meta_path}: not valid JSON ({err})") from err
         if meta.get("format") != FORMAT:
             raise ValueError(f"{meta_path}: format {meta.get('format')!r} is not {FORMAT!r}")
+        if verify:
+            for file_name, digest in meta.get("sha256", {}).items():  # absent in indexes saved before checksums
+                file = path / file_name
+                if not file.is_file():
+                    raise FileNotFoundError(f"{file} not found: the index folder is incomplete")
+                if sha256_file(file) != digest:
+                    raise ValueError(f"{file} does not match the sha256 recorded in index.json (corrupted)")
         mode = "r" if mmap else None
         arrays = {}
         for name, dtype in (("offsets", np.int64), ("doc_ids", np.int32), ("values", np.float32)):

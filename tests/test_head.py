@@ -1,5 +1,6 @@
 """SparseHead against a naive per-row reference of the formula in docs/method.md, values and gradients."""
 
+import hashlib
 import json
 
 import pytest
@@ -325,6 +326,7 @@ def test_save_and_load_round_trip_bit_exact(tmp_path):
         "k": 4,
         "k_aux": 7,
         "dead_steps": 3,
+        "weights_sha256": hashlib.sha256((tmp_path / "head.safetensors").read_bytes()).hexdigest(),
     }
     loaded = SparseHead.from_pretrained(tmp_path)
     assert loaded.config == head.config and loaded.d_in == 16
@@ -356,4 +358,19 @@ def test_from_pretrained_refuses_unknown_keys_and_missing_files(tmp_path):
         SparseHead.from_pretrained(tmp_path)
     (tmp_path / "head.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="head.safetensors"):
+        SparseHead.from_pretrained(tmp_path)
+
+
+def test_damaged_weights_are_named_not_loaded(tmp_path):
+    """A flipped byte in head.safetensors no longer matches the sha256 recorded at save time; a truncated config is
+    named too."""
+    random_head().save_pretrained(tmp_path)
+    weights = tmp_path / "head.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-3] ^= 0x10
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match=r"head.safetensors does not match the sha256"):
+        SparseHead.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"d_in": 16, "hid')
+    with pytest.raises(ValueError, match="config.json: not valid JSON"):
         SparseHead.from_pretrained(tmp_path)

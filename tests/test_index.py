@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -155,10 +156,14 @@ def test_a_damaged_index_folder_is_named_and_never_searched(tmp_path):
     rng = np.random.default_rng(4)
     SparseIndex.build(random_codes(rng, 50, 16, 2)).save(tmp_path / "ix")
 
-    def damaged(name: str, change) -> str:
+    def damaged(name: str, change, checksums: bool = False) -> str:
         folder = tmp_path / f"bad-{name}-{len(list(tmp_path.iterdir()))}"
         shutil.copytree(tmp_path / "ix", folder)
         change(folder)
+        if not checksums:  # as an index saved before checksums were recorded: the structural checks must catch it
+            meta = json.loads((folder / "index.json").read_text())
+            meta.pop("sha256")
+            (folder / "index.json").write_text(json.dumps(meta))
         with pytest.raises((ValueError, FileNotFoundError)) as err:
             SparseIndex.load(folder)
         return str(err.value)
@@ -175,6 +180,10 @@ def test_a_damaged_index_folder_is_named_and_never_searched(tmp_path):
     assert "doc_ids.npy: expected a 1-d int32" in damaged("float", edit("doc_ids", lambda a: a.astype(np.float64)))
     assert "values.npy" in damaged("nan", edit("values", lambda a: np.where(np.arange(len(a)) == 1, np.nan, a)))
     assert "values.npy not found" in damaged("missing", lambda folder: (folder / "values.npy").unlink())
+    flipped = damaged(
+        "flip", edit("values", lambda a: a * 2), checksums=True
+    )  # finite, in range: only the hash sees it
+    assert "values.npy does not match the sha256" in flipped
 
 
 def test_saving_over_an_index_replaces_it_whole(tmp_path, monkeypatch):
