@@ -5,6 +5,7 @@ time_single(fn, n)         per-call latency median / p99 in µs;  time_batch(fn,
 seconds, out = timed(fn)   one call's wall-clock seconds and result
 measure_search(peer, ...)  latency, queries/s and answers of one search method; same_scores(a, b) its exactness
 skew_stats(index), top_quality(found, truth, ...)   latent-usage skew of an index; recall and label precision
+save_load_times(index, ...)                          seconds to save, open memory-mapped and first-query an index
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from csrv2.index import SparseIndex
 
 PACKAGES = ("numpy", "scipy", "torch", "transformers", "faiss-cpu", "sentence-transformers", "numba")
 
@@ -155,3 +159,18 @@ def same_scores(scores: np.ndarray, reference: np.ndarray) -> bool:
     latent (a peer that returns only candidates pads where brute force has zeros)."""
     n = len(scores)
     return bool(np.allclose(np.where(np.isfinite(scores), scores, 0), reference[:n], rtol=1e-5, atol=1e-6))
+
+
+def save_load_times(index: SparseIndex, few_codes, query, folder: Path, top: int) -> dict:
+    """Seconds to save a SparseIndex into `folder`, open it memory-mapped, and answer its first (cold-page) query.
+
+    A tiny index of `few_codes` is saved and searched first, so numba compiles (or loads from its cache) the
+    kernels for read-only arrays outside the timing. The folder is removed afterwards."""
+    SparseIndex.build(few_codes).save(folder)
+    SparseIndex.load(folder, mmap=True).search(query, top=top)
+    save_s, _ = timed(lambda: index.save(folder))
+    verified_s, _ = timed(lambda: SparseIndex.load(folder, mmap=True))  # reads every file once: sha256 + ranges
+    load_s, loaded = timed(lambda: SparseIndex.load(folder, mmap=True, verify=False))  # O(1): maps, reads nothing
+    first_s, _ = timed(lambda: loaded.search(query, top=top))
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"save_s": save_s, "load_mmap_s": load_s, "load_verified_s": verified_s, "first_query_after_load_s": first_s}
