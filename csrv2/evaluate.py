@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse
@@ -32,7 +31,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, v_measure_score
 
 from csrv2.codes import packed_to_csr
-from csrv2.tasks import ROLES
+from csrv2.tasks import ROLES, EmbeddedTask  # EmbeddedTask re-exported: it is what this module scores
 
 Features = np.ndarray | scipy.sparse.csr_matrix
 
@@ -282,30 +281,6 @@ class SparseFeaturizer(Featurizer):
 
 # ---------------------------------------------------------------------------------------------------------------------
 # A task with its embeddings, scored for every k
-@dataclass
-class EmbeddedTask:
-    """Backbone embeddings per role and the gold data of one task's evaluation split.
-
-    arrays: role → (N_role, d) float32 embeddings (roles per type in ROLES).
-    classification / image_classification: train_labels (N_train,), test_labels (N_test,).
-    clustering: labels (N_test,).  retrieval: relevance, one {corpus row: gain} per query row.
-    sts: scores (N,).  pair_classification: labels (N,).
-    reranking: groups, one (query row, doc rows (n,), is_relevant (n,)) per query.
-    """
-
-    name: str
-    type: str
-    arrays: dict[str, np.ndarray]
-    gold: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.type not in ROLES:
-            raise ValueError(f"task {self.name!r}: unknown type {self.type!r}; valid: {', '.join(ROLES)}")
-        missing = [r for r in ROLES[self.type] if r not in self.arrays]
-        if missing:
-            raise ValueError(f"task {self.name!r} ({self.type}) lacks embedding roles {missing}")
-
-
 def score_features(
     task: EmbeddedTask, feats: dict[str, Features], clustering_seeds: Sequence[int] = (0, 1, 2)
 ) -> float:

@@ -1,8 +1,8 @@
 """Where csrv2 keeps things: the cache home and the shared data folder (one definition of each).
 
-    home()             $CSRV2_HOME, default ~/.cache/csrv2: fetched assets, the embedding cache, benchmark files
-    shared_data_dir()  $CSRV2_SHARED_DATA, default `shared/data` beside the repository checkout: the extra real
-                       task sets (STS, pair classification, retrieval, reranking, clustering; docs/assets.md)
+home()             $CSRV2_HOME, default ~/.cache/csrv2: fetched assets, the embedding cache, benchmark files
+shared_data_dir()  $CSRV2_SHARED_DATA, default `shared/data` beside the repository checkout: the extra real
+                   task sets (STS, pair classification, retrieval, reranking, clustering; docs/assets.md)
 """
 
 from __future__ import annotations

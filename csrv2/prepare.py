@@ -23,9 +23,8 @@ from csrv2.catalog import catalog as catalog_names
 from csrv2.catalog import get_task
 from csrv2.config import Config
 from csrv2.embeddings import embed_images, embed_texts
-from csrv2.evaluate import EmbeddedTask
 from csrv2.strict import ConfigError
-from csrv2.tasks import ROLES, Split, Task
+from csrv2.tasks import ROLES, EmbeddedTask, Split, Task
 
 
 @dataclass

@@ -250,7 +250,7 @@ def task_from_spec(spec: TaskSpec) -> Task:
             train, test = stratified_split(whole.labels, spec.test_fraction, spec.seed)
         else:
             train, test = random_split(len(whole), spec.test_fraction, spec.seed)
-        if not len(train) or not len(test):
+        if not len(train) or (spec.test_fraction > 0 and not len(test)):  # test_fraction 0: every row trains
             raise ValueError(
                 f"data.tasks[{spec.name}]: {len(whole)} rows are too few for a train/test split with "
                 f"test_fraction={spec.test_fraction} ({len(train)} train, {len(test)} test rows); add rows, raise "

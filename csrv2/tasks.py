@@ -266,3 +266,27 @@ def retrieval_task(
         ids = [qids[i] for i in idx]
         splits[split] = Split(texts=[queries[q] for q in ids], query_ids=ids, qrels={q: qrels[q] for q in ids})
     return Task(name, "retrieval", splits, description, corpus_ids=list(corpus), corpus=list(corpus.values()))
+
+
+@dataclass
+class EmbeddedTask:
+    """Backbone embeddings per role and the gold data of one task's evaluation split.
+
+    arrays: role → (N_role, d) float32 embeddings (roles per type in ROLES).
+    classification / image_classification: train_labels (N_train,), test_labels (N_test,).
+    clustering: labels (N_test,).  retrieval: relevance, one {corpus row: gain} per query row.
+    sts: scores (N,).  pair_classification: labels (N,).
+    reranking: groups, one (query row, doc rows (n,), is_relevant (n,)) per query.
+    """
+
+    name: str
+    type: str
+    arrays: dict[str, np.ndarray]
+    gold: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.type not in ROLES:
+            raise ValueError(f"task {self.name!r}: unknown type {self.type!r}; valid: {', '.join(ROLES)}")
+        missing = [r for r in ROLES[self.type] if r not in self.arrays]
+        if missing:
+            raise ValueError(f"task {self.name!r} ({self.type}) lacks embedding roles {missing}")

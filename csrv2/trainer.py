@@ -215,7 +215,6 @@ class Trainer:
                     if world.is_main:
                         checkpoint.save_checkpoint(self.run_dir, step, head, optimizer, t.keep_checkpoints, modules)
                     world.barrier()
-                    bar.close()
                     saved = self.run_dir / checkpoint.checkpoint_name(step)
                     raise TrainingInterrupted(
                         f"stopped by {stop.signal_name or 'a signal'} after step {step}: checkpoint {saved} written; "
@@ -274,7 +273,7 @@ class Trainer:
                     world.barrier()
         finally:
             stop.restore()  # also when the loop raises: a notebook's Ctrl-C works again
-        bar.close()
+            bar.close()
         if world.is_main:
             save_final(head, self.run_dir)
             if backbone is not None:

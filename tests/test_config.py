@@ -58,7 +58,11 @@ def test_overrides_and_types(tmp_path):
         ("", ["train.adam_eps=0"], "train.adam_eps must be > 0"),
         ("", ["train.seed=-1"], "train.seed must be ≥ 0"),
         ("", ["output_dir="], "output_dir is empty"),
-        ("data:\n  tasks: [{name: t, path: x.csv, test_fraction: 1.5}]\n", [], "data.tasks[t].test_fraction must lie in"),
+        (
+            "data:\n  tasks: [{name: t, path: x.csv, test_fraction: 1.5}]\n",
+            [],
+            "data.tasks[t].test_fraction must lie in",
+        ),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, yaml_text, overrides, message):

@@ -13,29 +13,41 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from csrv2 import Config, SparseHead
+from csrv2 import Config
 from csrv2.prepare import TrainingData
 from csrv2.trainer import Trainer
 
-# Runs `csrv2 train` with torch.save slowed down inside a checkpoint write: after the optimizer state of a
-# temporary checkpoint folder is written, it touches a marker file and sleeps, so the test can kill it right there.
-SLOW_CHECKPOINT = """
+# The training part of `csrv2 train` (the command adds only argument parsing and scoring), in a fresh interpreter
+# that imports no more than training needs: a killed run is what a crash leaves, whatever started it.
+TRAIN = """
+import sys
+from csrv2.config import Config
+from csrv2.prepare import training_data
+from csrv2.trainer import Trainer
+config = Config.from_dict({}, sys.argv[1:])
+Trainer(config, training_data(config)).fit()
+"""
+# The same with torch.save slowed down inside a checkpoint write: after the optimizer state of a temporary checkpoint
+# folder is written, it touches a marker file (argv[1]) and sleeps, so the test can kill it right there.
+SLOW_CHECKPOINT = (
+    """
 import pathlib, sys, time, torch
-real_save = torch.save
+marker, real_save = pathlib.Path(sys.argv.pop(1)), torch.save
 def save(obj, f, *args, **kwargs):
     real_save(obj, f, *args, **kwargs)
     if str(f).endswith("optimizer.pt") and ".tmp" in str(f):
-        pathlib.Path(sys.argv[1]).touch()
+        marker.touch()
         time.sleep(120)
 torch.save = save
-from csrv2.cli import main
-main(sys.argv[2:])
 """
+    + TRAIN
+)
 
 
-def data(tmp_path: Path) -> Path:
+def write_data(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(6, 16))
     labels = rng.integers(0, 6, 600)
@@ -78,26 +90,25 @@ def kill_when(command: list[str], ready, timeout: float = 180.0) -> None:
     proc.wait()
 
 
+@pytest.mark.slow
 def test_sigkill_at_five_moments_then_resume_is_bit_exact(tmp_path):
-    path, run = data(tmp_path), tmp_path / "run"
-    cli = [sys.executable, "-m", "csrv2.cli", "train"]
+    path, run = write_data(tmp_path), tmp_path / "run"
+    train = [sys.executable, "-c", TRAIN]
     marker = tmp_path / "inside-checkpoint-write"
     moments = [
-        ("before the first checkpoint", cli, lambda: logged_steps(run) >= 5),
-        ("inside a checkpoint write", [sys.executable, "-c", SLOW_CHECKPOINT, str(marker), "train"], marker.exists),
-        ("mid-run", cli, lambda: logged_steps(run) >= 70),
-        ("just after a checkpoint", cli, lambda: (run / "step_000120").is_dir()),
-        ("late", cli, lambda: logged_steps(run) >= 200),
+        ("before the first checkpoint", train, lambda: logged_steps(run) >= 5),
+        ("inside a checkpoint write", [sys.executable, "-c", SLOW_CHECKPOINT, str(marker)], marker.exists),
+        ("mid-run", train, lambda: logged_steps(run) >= 70),
+        ("just after a checkpoint", train, lambda: (run / "step_000120").is_dir()),
+        ("late", train, lambda: logged_steps(run) >= 200),
     ]
     for i, (_, command, ready) in enumerate(moments):
         kill_when([*command, *overrides(path, run, resume=i > 0)], ready)
         assert not (run / "head.safetensors").exists()
-    subprocess.run([*cli, *overrides(path, run, resume=True)], check=True, capture_output=True, timeout=300)
-
-    config = Config.from_dict({}, overrides(path, tmp_path / "straight", resume=False))
-    embeddings = np.load(path)
-    straight = Trainer(config, TrainingData(embeddings["embeddings"], embeddings["labels"])).fit()
-    resumed = SparseHead.from_pretrained(run)
+    arrays = np.load(path)
+    data = TrainingData(arrays["embeddings"], arrays["labels"], source=f"data.embeddings ({path})")
+    resumed = Trainer(Config.from_dict({}, overrides(path, run, resume=True)), data).fit()  # the last resume, here
+    straight = Trainer(Config.from_dict({}, overrides(path, tmp_path / "straight", resume=False)), data).fit()
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
     steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (run / "metrics.jsonl").read_text().splitlines()]
