@@ -66,7 +66,7 @@ class TaskSpec:
     """MTEB task type; decides how the split is scored and how contrastive labels are made."""
     path: str = ""
     """A local .csv / .tsv / .jsonl / .parquet file, or `hf:<dataset id>[:<config name>]` for a Hugging Face dataset.
-    retrieval / reranking: a folder with corpus.jsonl, queries.jsonl and qrels.tsv / rerank.jsonl (csrv2.data)."""
+    retrieval / reranking: a folder with corpus.jsonl, queries.jsonl and qrels.tsv / rerank.jsonl (csrv2.taskfiles)."""
     text_column: str = "text"
     """Column holding the text (or the first text of a pair)."""
     text2_column: str = "text2"

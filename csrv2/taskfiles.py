@@ -175,7 +175,7 @@ def _ranking_task_from_folder(spec: TaskSpec) -> Task:
         problem = f"a row has no field {err}" if isinstance(err, KeyError) else f"a value does not parse ({err})"
         raise ValueError(
             f"data.tasks[{spec.name}] ({folder}): {problem}; expected {', '.join(wanted)} laid out as "
-            "described above csrv2.data.RANKING_FILES"
+            "described above csrv2.taskfiles.RANKING_FILES"
         ) from err
     task.name, task.description = spec.name, f"{spec.type} from {spec.path}"
     return task
