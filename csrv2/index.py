@@ -285,20 +285,40 @@ def _as_packed(codes, dim: int, name: str) -> tuple[np.ndarray, np.ndarray]:
     raise TypeError(f"{name} must be SparseCodes or a scipy sparse matrix, got {type(codes).__name__}")
 
 
+@_njit()
+def _first_bad_rows(idx, val):
+    """(first row with a NaN / inf value, first row giving an active latent twice), -1 where none: one pass with
+    k² comparisons per row (k ≤ a few dozen), cheap enough for every single-query search."""
+    bad_value, repeat = -1, -1
+    for i in range(idx.shape[0]):
+        for a in range(idx.shape[1]):
+            v = val[i, a]
+            if bad_value < 0 and not np.isfinite(v):
+                bad_value = i
+            if repeat < 0 and v != 0:
+                for b in range(a + 1, idx.shape[1]):
+                    if val[i, b] != 0 and idx[i, b] == idx[i, a]:
+                        repeat = i
+        if bad_value >= 0 and repeat >= 0:
+            break
+    return bad_value, repeat
+
+
 def _check_packed(idx: np.ndarray, val: np.ndarray, name: str) -> None:
     """Refuse NaN / inf values and a row that gives one latent twice among its active (non-zero) slots: the dot
     product of such a row is ambiguous, and TopK never makes one. Zero slots may repeat (padding)."""
-    if not np.isfinite(val).all():
-        row = int(np.flatnonzero(~np.isfinite(val).all(axis=1))[0])
-        raise ValueError(f"{name}: row {row} holds NaN or inf values")
-    if idx.shape[1] > 1:
-        # inactive slots get distinct negative stand-ins so that only active latents can collide
-        active = np.where(val != 0, idx, -1 - np.arange(idx.shape[1]))
-        ordered = np.sort(active, axis=1)
+    if HAVE_NUMBA:
+        bad_value, repeat = _first_bad_rows(idx, val)
+    else:  # the same, vectorised: inactive slots get distinct negative stand-ins so only active latents collide
+        finite = np.isfinite(val).all(axis=1)
+        ordered = np.sort(np.where(val != 0, idx, -1 - np.arange(idx.shape[1])), axis=1)
         repeats = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
-        if repeats.any():
-            row = int(np.flatnonzero(repeats)[0])
-            raise ValueError(f"{name}: row {row} gives a latent twice; each active latent may appear once per row")
+        bad_value = int(np.argmin(finite)) if not finite.all() else -1
+        repeat = int(np.argmax(repeats)) if repeats.any() else -1
+    if bad_value >= 0:
+        raise ValueError(f"{name}: row {bad_value} holds NaN or inf values")
+    if repeat >= 0:
+        raise ValueError(f"{name}: row {repeat} gives a latent twice; each active latent may appear once per row")
 
 
 def _checked_csr(codes, name: str) -> scipy.sparse.csr_matrix:
