@@ -5,6 +5,7 @@ from csrv2.config import Config, ConfigError
 from csrv2.head import HeadOutput, SparseHead
 from csrv2.index import DenseIndex, SparseIndex
 from csrv2.losses import info_nce, supcon_loss
+from csrv2.model import SparseModel, load
 from csrv2.schedule import KAnnealing
 
 __all__ = [
@@ -16,7 +17,9 @@ __all__ = [
     "SparseCodes",
     "SparseHead",
     "SparseIndex",
+    "SparseModel",
     "info_nce",
+    "load",
     "supcon_loss",
 ]
 __version__ = "0.1.0"

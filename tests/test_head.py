@@ -319,8 +319,8 @@ def test_save_and_load_round_trip_bit_exact(tmp_path):
     head.advance_dead_counters(head(unit_rows(4, 16)).fired)
     head.advance_dead_counters(torch.zeros(64, dtype=torch.bool))
     head.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "head.safetensors"]
-    assert json.loads((tmp_path / "config.json").read_text()) == {
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["csrv2_head.json", "head.safetensors"]
+    assert json.loads((tmp_path / "csrv2_head.json").read_text()) == {
         "d_in": 16,
         "hidden": 64,
         "k": 4,
@@ -349,11 +349,32 @@ def test_loads_a_folder_written_by_the_previous_version(tmp_path):
     assert torch.equal(loaded.weight, head.weight) and torch.equal(loaded.b_lat, head.b_lat)
 
 
+def test_loads_a_spec_saved_as_config_json_with_its_checksum(tmp_path):
+    """Heads saved before the rename (spec in config.json, with weights_sha256) load and are still checked;
+    csrv2_head.json wins when a folder has both."""
+    head = random_head(k_aux=7, dead_steps=3)
+    head.save_pretrained(tmp_path)
+    (tmp_path / "csrv2_head.json").rename(tmp_path / "config.json")
+    loaded = SparseHead.from_pretrained(tmp_path)
+    assert loaded.config == head.config
+    assert all(torch.equal(a, loaded.state_dict()[n]) for n, a in head.state_dict().items())
+    spec = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**spec, "weights_sha256": "0" * 64}))
+    with pytest.raises(ValueError, match="does not match the sha256 in config.json"):
+        SparseHead.from_pretrained(tmp_path)
+    (tmp_path / "csrv2_head.json").write_text(json.dumps({**spec, "k": 5}))
+    assert SparseHead.from_pretrained(tmp_path).k == 5
+    for name in ("csrv2_head.json", "config.json"):
+        (tmp_path / name).unlink()
+    with pytest.raises(FileNotFoundError, match=r"csrv2_head.json not found \(nor config.json"):
+        SparseHead.from_pretrained(tmp_path)
+
+
 def test_from_pretrained_refuses_unknown_keys_and_missing_files(tmp_path):
     """An unknown config key and a folder without the weights are errors, not silent defaults."""
     random_head().save_pretrained(tmp_path)
-    config = json.loads((tmp_path / "config.json").read_text())
-    (tmp_path / "config.json").write_text(json.dumps({**config, "sparsity": 3}))
+    config = json.loads((tmp_path / "csrv2_head.json").read_text())
+    (tmp_path / "csrv2_head.json").write_text(json.dumps({**config, "sparsity": 3}))
     with pytest.raises(ValueError, match="sparsity"):
         SparseHead.from_pretrained(tmp_path)
     (tmp_path / "head.safetensors").unlink()
@@ -371,6 +392,6 @@ def test_damaged_weights_are_named_not_loaded(tmp_path):
     weights.write_bytes(bytes(blob))
     with pytest.raises(ValueError, match=r"head.safetensors does not match the sha256"):
         SparseHead.from_pretrained(tmp_path)
-    (tmp_path / "config.json").write_text('{"d_in": 16, "hid')
-    with pytest.raises(ValueError, match="config.json: not valid JSON"):
+    (tmp_path / "csrv2_head.json").write_text('{"d_in": 16, "hid')
+    with pytest.raises(ValueError, match="csrv2_head.json: not valid JSON"):
         SparseHead.from_pretrained(tmp_path)

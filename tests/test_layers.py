@@ -15,12 +15,24 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "csrv2"
 
 LAYERS = {
-    0: ["paths", "files", "strict", "codes", "losses", "schedule", "sampling", "tasks", "model_files", "wheel_pins"],
+    0: [
+        "paths",
+        "files",
+        "strict",
+        "codes",
+        "losses",
+        "schedule",
+        "sampling",
+        "tasks",
+        "model_files",
+        "wheel_pins",
+        "st_format",
+    ],
     1: ["config"],
-    2: ["head", "baselines", "distributed", "index", "evaluate"],
+    2: ["head", "baselines", "distributed", "index", "evaluate", "vectordb"],
     3: ["assets", "taskfiles", "catalog", "backbones"],
-    4: ["embeddings", "arrays", "prepare", "finetune", "checkpoint", "objectives", "metrics", "safeguards"],
-    5: ["trainer", "run_eval"],
+    4: ["embeddings", "arrays", "prepare", "finetune", "checkpoint", "objectives", "metrics", "safeguards", "model"],
+    5: ["trainer", "run_eval", "export"],
     6: ["experiments", "cli"],  # experiments: every module of the csrv2.experiments package
 }
 LAYER_OF = {name: layer for layer, names in LAYERS.items() for name in names}

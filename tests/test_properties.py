@@ -74,7 +74,7 @@ def saved_folders(root):
 
 
 CORRUPTIONS = st.tuples(
-    st.sampled_from(["head/head.safetensors", "head/config.json", "index/offsets.npy", "index/doc_ids.npy",
+    st.sampled_from(["head/head.safetensors", "head/csrv2_head.json", "index/offsets.npy", "index/doc_ids.npy",
                      "index/values.npy", "index/index.json"]),
     st.sampled_from(["flip", "truncate", "delete", "zero"]),
     st.floats(0, 1),

@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from csrv2 import Config, SparseHead, objectives
+from csrv2.checkpoint import verify_checkpoint
 from csrv2.config import ConfigError
 from csrv2.distributed import World
+from csrv2.model import backbone_record
 from csrv2.prepare import TrainingData, training_data
 from csrv2.sampling import class_aware_batches
 from csrv2.schedule import KAnnealing
@@ -47,6 +49,8 @@ def test_csrv2_run_folder_contents(tmp_path):
     assert [p.name for p in sorted(run.glob("step_*"))] == ["step_000020", "step_000030"]
     loaded = SparseHead.from_pretrained(run)
     assert torch.equal(loaded.weight, head.weight)
+    assert json.loads((run / "csrv2_backbone.json").read_text()) == backbone_record(cfg.backbone, finetuned=False)
+    assert not (run / "config.json").exists()  # the name transformers tools read as their own config
 
 
 def test_training_improves_class_structure(tmp_path):
@@ -221,6 +225,31 @@ def test_a_corrupted_checkpoint_is_named_and_the_one_before_it_resumes(tmp_path,
     assert "step_000008 is broken" in err and "head.safetensors does not match its recorded sha256" in err
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_a_checkpoint_written_before_the_head_spec_rename_resumes(tmp_path):
+    """A checkpoint laid out by the version before csrv2_head.json (spec in config.json, state.json recording its
+    sha256) passes verification and resumes to the uninterrupted run's weights; the final head uses the new name."""
+    x, y = clustered(n=300)
+    straight = Trainer(config(tmp_path, "a", max_steps=12, checkpoint_every=4), TrainingData(x, y)).fit()
+    Trainer(config(tmp_path, "b", max_steps=12, checkpoint_every=4), TrainingData(x, y)).fit()
+    run = tmp_path / "b"
+    for name in ("head.safetensors", "csrv2_head.json", "csrv2_backbone.json"):
+        (run / name).unlink()
+    shutil.rmtree(run / "step_000012")  # killed after step 8's checkpoint
+    old = run / "step_000008"
+    (old / "csrv2_head.json").rename(old / "config.json")
+    state = json.loads((old / "state.json").read_text())
+    state["sha256"]["config.json"] = state["sha256"].pop("csrv2_head.json")
+    (old / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+    assert sorted(p.name for p in old.iterdir()) == [
+        "config.json", "head.safetensors", "optimizer.pt", "rng.pt", "state.json"
+    ]  # fmt: skip
+    assert verify_checkpoint(old) == ""
+    resumed = Trainer(config(tmp_path, "b", max_steps=12, checkpoint_every=4, resume=True), TrainingData(x, y)).fit()
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert (run / "csrv2_head.json").is_file() and not (run / "config.json").exists()
 
 
 def test_a_moved_run_folder_resumes(tmp_path):

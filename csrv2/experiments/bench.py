@@ -1,4 +1,4 @@
-"""Retrieval benchmark: SparseIndex against faiss, sentence-transformers, scipy and torch, measured in one run.
+"""Retrieval benchmark: SparseIndex against faiss, sentence-transformers, scipy, torch and Qdrant, in one run.
 
 config.texts (jsonl files under data_dir, default csrv2.paths.shared_data_dir())
   → load_texts: BenchTexts  texts (T,), labels (T,) class ids, labelled (T,) bool      shuffled with `seed`
@@ -48,7 +48,8 @@ from csrv2.index import DenseIndex, SparseIndex
 from csrv2.prepare import TrainingData
 from csrv2.strict import ConfigError
 
-METHODS = ("sparse_index", "scipy", "st_sparse", "torch_sparse", "faiss_flat", "faiss_mrl")
+METHODS = ("sparse_index", "scipy", "st_sparse", "torch_sparse", "faiss_flat", "faiss_mrl", "qdrant_local")
+DEFAULT_METHODS = METHODS[:-1]  # qdrant_local scans all N in Python per query (seconds at 1M): on request only
 # What the benchmarked heads change from csrv2's Config defaults (YAML `base:` keys override these).
 BASE_DEFAULTS = {
     "train": {"epochs": 5, "device": "cpu", "checkpoint_every": 10**9, "log_every": 50},
@@ -81,14 +82,15 @@ class BenchConfig:
     """Active latents per code: one head per k."""
     mrl_dims: list[int] = field(default_factory=lambda: [2, 4, 8, 16, 32, 64])
     """Leading dims of the MRL head searched with faiss (the Matryoshka peer); each a width the head trains."""
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    """Methods measured: sparse_index (always), scipy, st_sparse, torch_sparse, faiss_flat, faiss_mrl."""
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    """Methods measured: sparse_index (always), scipy, st_sparse, torch_sparse, faiss_flat, faiss_mrl; and
+    qdrant_local (csrv2.vectordb on Qdrant's in-process mode, slow budget) only when listed."""
     top: int = 10
     """Neighbours returned per query."""
     latency_queries: int = 200
     """Queries timed one at a time (median, p99 of per-query latency)."""
     slow_latency_queries: int = 20
-    """Single queries timed for methods that scan all N (faiss flat 384-d, torch sparse)."""
+    """Single queries timed for methods that scan all N (faiss flat 384-d, torch sparse, qdrant_local)."""
     batch_queries: int = 1000
     """Queries searched in one call for queries/s (all threads)."""
     st_training_steps: int = 10
@@ -96,7 +98,7 @@ class BenchConfig:
     st_latency_queries: int = 3
     """Single queries timed for sentence-transformers' semantic_search (it re-prepares the whole corpus per call)."""
     slow_batch_queries: int = 200
-    """Queries per batch call for scipy, torch, sentence-transformers and faiss flat 384-d."""
+    """Queries per batch call for scipy, torch, sentence-transformers, faiss flat 384-d and qdrant_local."""
     threads: int = 0
     """Threads for SparseIndex batch search (0 = all cores); single-query latency is always one call per query."""
     seed: int = 0
@@ -186,6 +188,7 @@ class BenchConfig:
             "st_sparse": (self.st_latency_queries, slow),
             "faiss_flat": (self.slow_latency_queries, slow),
             "faiss_mrl": (self.latency_queries, n_batch),
+            "qdrant_local": (self.slow_latency_queries, slow),
         }
 
 

@@ -44,8 +44,8 @@ from csrv2.evaluate import (
 )
 from csrv2.experiments.grid_report import METHODS, write_outputs
 from csrv2.experiments.measure import timed
-from csrv2.head import CONFIG_NAME, WEIGHTS_NAME, SparseHead
-from csrv2.prepare import PreparedTask, TrainingData, evaluation_config, prepare_task
+from csrv2.head import CONFIG_NAME, LEGACY_CONFIG_NAME, WEIGHTS_NAME, SparseHead
+from csrv2.prepare import PreparedTask, TrainingData, check_inputs, evaluation_config, prepare_task
 from csrv2.strict import ConfigError
 from csrv2.trainer import Trainer
 
@@ -185,12 +185,17 @@ def load_or_train(config: Config, data: TrainingData) -> tuple[nn.Module, float]
 
 
 def _finished(folder: Path, config: Config) -> bool:
-    """Both files of the head (each written atomically), the finetuned backbone when there is one, no temporary
-    folder of an interrupted save, and the same config as the one asked for."""
-    files = ("mrl_config.json", "mrl.safetensors") if config.train.objective == "mrl" else (CONFIG_NAME, WEIGHTS_NAME)
+    """Both files of the head (each written atomically; a SparseHead saved before the rename of its spec has
+    config.json), the finetuned backbone when there is one, no temporary folder of an interrupted save, and the same
+    config as the one asked for."""
+    if config.train.objective == "mrl":
+        head_saved = all((folder / name).is_file() for name in ("mrl_config.json", "mrl.safetensors"))
+    else:
+        spec = any((folder / name).is_file() for name in (CONFIG_NAME, LEGACY_CONFIG_NAME))
+        head_saved = spec and (folder / WEIGHTS_NAME).is_file()
     saved = folder / "config.yaml"
     return (
-        all((folder / name).is_file() for name in files)
+        head_saved
         and (config.train.backbone == "frozen" or (folder / "backbone").is_dir())
         and not any(folder.glob(".*.tmp"))
         and saved.is_file()
@@ -283,6 +288,8 @@ def run_grid(grid: GridConfig, prepare: Prepare | None = None, log: Log = print)
     prepare: (task name, config) → PreparedTask; default csrv2.prepare.prepare_task with the grid's row caps.
     Tests pass synthetic tasks here."""
     if prepare is None:
+        # every task must exist before the first one trains (a typo in the last task used to fail hours in)
+        check_inputs(dataclasses.replace(grid.base, eval=dataclasses.replace(grid.base.eval, tasks=list(grid.tasks))))
 
         def prepare(name: str, config: Config) -> PreparedTask:
             return prepare_task(name, config, grid.max_train, grid.max_eval)

@@ -13,8 +13,8 @@ What a peer guarantees is data on its class, read by the benchmark and the tests
                        False: such a row is padded with (-inf, -1) after the candidates
 
 Codes become CSR only through csrv2.codes.packed_to_csr (`to_csr`); the torch tensors are built from that CSR.
-No peer changes the codes it is given. faiss and sentence-transformers are optional: they are imported when a
-peer that needs them is built.
+No peer changes the codes it is given. faiss, sentence-transformers and qdrant-client are optional: they are
+imported when a peer that needs them is built.
 
 measure_sparse / measure_dense time every peer on one database (csrv2.experiments.measure.measure_search) and check
 its top scores against the exact reference: SparseIndex for codes, DenseIndex for vectors.
@@ -33,6 +33,7 @@ from csrv2.codes import SparseCodes, packed_to_csr
 from csrv2.experiments import measure
 from csrv2.experiments.measure import measure_search, same_scores, timed
 from csrv2.index import DenseIndex, SparseIndex
+from csrv2.vectordb import QdrantSparse
 
 Result = tuple[np.ndarray, np.ndarray]  # scores (Q, top) float32, ids (Q, top) int64
 Budget = dict[str, tuple[int, int]]  # method → (single queries timed, queries per batch call)
@@ -157,6 +158,36 @@ class STSparsePeer:
         return (self.corpus.indices().nbytes + self.corpus.values().nbytes) / self.corpus.shape[0]
 
 
+class QdrantLocalPeer:
+    """csrv2.vectordb.QdrantSparse on Qdrant's local in-process mode (QdrantClient(":memory:")): the same helper
+    code a Qdrant server takes. Local mode is pure Python and scores every stored point per query (O(N) per query,
+    no inverted index), so it is timed with the slow budget and is not a default method. Build = create + upsert.
+    One request per query (exact_ties=False): the time is Qdrant's, not that of completing tie groups."""
+
+    name = "qdrant_local"
+    ties_by_lower_id, zero_scores = False, False  # Qdrant picks among ties at the cut and returns candidates only
+
+    def __init__(self, codes: SparseCodes):
+        from qdrant_client import QdrantClient
+
+        self.store = QdrantSparse(QdrantClient(":memory:"), "bench")
+        self.store.create(codes.dim)
+        self.store.upsert(codes, batch=4096)
+        self.nnz = int((codes.values != 0).sum())
+
+    def prepare(self, codes: SparseCodes) -> SparseCodes:
+        return codes
+
+    def search(self, queries: SparseCodes, top: int) -> Result:
+        scores, ids = self.store.search(queries, top=top)
+        return scores.numpy(), ids.numpy()
+
+    def bytes_per_vector(self) -> float:
+        """What a Qdrant server stores at least: a u32 latent and a f32 value per non-zero (its inverted index, ids
+        and local mode's Python objects come on top)."""
+        return 8.0 * self.nnz / len(self.store)
+
+
 class FaissFlatPeer:
     """faiss.IndexFlatIP over dense vectors (N, m): the 384-d backbone embeddings, or the first m dims of the
     Matryoshka head (the faiss_mrl_<m> peers)."""
@@ -182,8 +213,13 @@ class FaissFlatPeer:
         return 4.0 * self.index.d
 
 
-SPARSE_PEERS = {p.name: p for p in (ScipyPeer, STSparsePeer, TorchSparsePeer)}  # method name → peer class
-NEEDS = {"st_sparse": "sentence_transformers", "faiss_flat": "faiss", "faiss_mrl": "faiss"}  # method → module
+SPARSE_PEERS = {p.name: p for p in (ScipyPeer, STSparsePeer, TorchSparsePeer, QdrantLocalPeer)}  # name → class
+NEEDS = {
+    "st_sparse": "sentence_transformers",
+    "faiss_flat": "faiss",
+    "faiss_mrl": "faiss",
+    "qdrant_local": "qdrant_client",
+}
 
 
 # -- measuring one database with every peer --------------------------------------------------------------------------

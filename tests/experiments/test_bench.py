@@ -21,6 +21,7 @@ from csrv2.strict import ConfigError
 
 HAVE_FAISS = importlib.util.find_spec("faiss") is not None
 HAVE_ST = importlib.util.find_spec("sentence_transformers") is not None
+HAVE_QDRANT = importlib.util.find_spec("qdrant_client") is not None
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "bench").glob("*.yaml"))
 
 
@@ -52,13 +53,15 @@ def sparse_data():
     return db, SparseCodes(q_idx, q_val, 26)
 
 
-SPARSE = [peers.SparseIndexPeer, peers.ScipyPeer, peers.TorchSparsePeer, peers.STSparsePeer]
+SPARSE = [peers.SparseIndexPeer, peers.ScipyPeer, peers.TorchSparsePeer, peers.STSparsePeer, peers.QdrantLocalPeer]
 
 
 @pytest.mark.parametrize("cls", SPARSE, ids=[c.name for c in SPARSE])
 def test_sparse_peer_equals_brute_force(cls, sparse_data):
     if cls is peers.STSparsePeer and not HAVE_ST:
         pytest.skip("sentence-transformers is not installed")
+    if cls is peers.QdrantLocalPeer and not HAVE_QDRANT:
+        pytest.skip("qdrant-client is not installed")
     db, q = sparse_data
     exp_s, exp_i, full = brute_force(db.to_dense().numpy(), q.to_dense().numpy(), 10)
     assert ((full[:-1] > 0).sum(1) >= 10).all()  # every real query has ≥ 10 candidates: no padding there
@@ -310,6 +313,20 @@ def test_report_prints_the_numbers_it_was_given(tmp_path):
     assert text.count(bench_report.BEGIN) == 1 and md in text
 
 
+def test_qdrant_local_is_on_request_and_gets_a_column_only_when_measured():
+    assert "qdrant_local" in bench.METHODS and "qdrant_local" not in bench.BenchConfig().methods
+    config = bench.BenchConfig.from_dict({"texts": ["a.jsonl"], "methods": ["sparse_index", "qdrant_local"]})
+    assert config.budget()["qdrant_local"] == (config.slow_latency_queries, config.slow_batch_queries)
+    results = fake_results()
+    assert "Qdrant local" not in bench_report.report_markdown(results)
+    timing = {"median_us": 80000.0, "p99_us": 90000.0, "qps": 12.0, "bytes_per_vector": 15.0, "build_s": 9.0}
+    results["sizes"]["1000"]["qdrant_local_k2"] = {**timing, "same_scores_as_exact": True}
+    md = bench_report.report_markdown(results)
+    assert md.count("Qdrant local ×") == 1 and cells(md, "2")[13] == bench_report.fmt(80000 / 40)
+    assert cells(md, "8")[13] == "–"  # measured at k = 2 only
+    assert cells(md, "qdrant_local k=2")[1:] == ["12", bench_report.fmt(30000 / 12), "15", "9", "yes"]
+
+
 # -- a whole run, with random vectors standing in for the backbone -------------------------------------------------
 def test_run_end_to_end_with_a_stand_in_backbone(tmp_path, monkeypatch):
     rng = np.random.default_rng(3)
@@ -327,6 +344,7 @@ def test_run_end_to_end_with_a_stand_in_backbone(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "encode_overhead", lambda *args: {})
     monkeypatch.setattr(bench, "resolve_model_path", lambda name: "unused")
     methods = ["sparse_index", "scipy", "torch_sparse"] + (["faiss_flat", "faiss_mrl"] if HAVE_FAISS else [])
+    methods += ["qdrant_local"] if HAVE_QDRANT else []
     raw = {
         "texts": ["t.jsonl"], "data_dir": str(tmp_path), "n_queries": 20, "sizes": [500], "ks": [2, 4],
         "mrl_dims": [4, 8], "methods": methods, "latency_queries": 5, "slow_latency_queries": 3, "batch_queries": 20,
@@ -337,7 +355,8 @@ def test_run_end_to_end_with_a_stand_in_backbone(tmp_path, monkeypatch):
     results = bench.run(config, command="test", log=lambda line: None)
     size = results["sizes"]["500"]
     assert {"sparse_index_k2", "scipy_k4", "torch_sparse_k2"} <= set(size) and calls == ["bench/texts"]
-    assert all(size[f"{m}_k{k}"]["same_scores_as_exact"] for m in ("scipy", "torch_sparse") for k in (2, 4))
+    sparse = ("scipy", "torch_sparse") + (("qdrant_local",) if HAVE_QDRANT else ())
+    assert all(size[f"{m}_k{k}"]["same_scores_as_exact"] for m in sparse for k in (2, 4))
     if HAVE_FAISS:
         assert size["faiss_flat"]["same_scores_as_exact"] and size["faiss_mrl_8"]["same_scores_as_exact"]
     assert "load_mmap_s" in size["sparse_index_k4"] and "load_mmap_s" not in size["sparse_index_k2"]

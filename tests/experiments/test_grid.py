@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from sklearn.decomposition import PCA
 
@@ -218,6 +219,18 @@ def test_load_or_train_retrains_an_unfinished_or_different_run(tmp_path):
     assert Config.from_yaml(folder / "config.yaml").train.lr == 1e-3
 
 
+def test_a_head_saved_before_the_spec_rename_is_reused(tmp_path):
+    """A finished run whose head spec is config.json (saved before csrv2_head.json) counts as done: loaded, not
+    retrained, with the same weights."""
+    grid = GridConfig.from_yaml(write_grid(tmp_path))
+    config = grid.run_config("csr", 2, 0, "toy-cls")
+    head, seconds = load_or_train(config, toy("toy-cls").train)
+    folder = Path(config.output_dir)
+    (folder / "csrv2_head.json").rename(folder / "config.json")
+    again, seconds = load_or_train(config, toy("toy-cls").train)
+    assert seconds == 0.0 and torch.equal(again.weight, head.weight)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The rendered tables against the records
 def md_table(text: str, title: str) -> dict[str, list[str]]:
@@ -331,3 +344,11 @@ def test_paper_configs_load(path):
     assert (grid.tasks, grid.methods, grid.ks) == (raw["tasks"], raw["methods"], raw["ks"])
     assert grid.base.head.hidden == raw["base"]["head"]["hidden"]
     assert grid.base.backbone.name == raw["base"]["backbone"]["name"]
+
+
+def test_an_unknown_task_fails_before_anything_trains(tmp_path):
+    """With the catalog's preparation, every task name is checked first: a typo in the last task costs nothing."""
+    grid = GridConfig.from_yaml(write_grid(tmp_path, tasks=["r8", "rotten-tomatos"]))
+    with pytest.raises(ConfigError, match="unknown task 'rotten-tomatos'"):
+        run_grid(grid, log=lambda line: None)
+    assert not (tmp_path / "run" / "heads").exists()

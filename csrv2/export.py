@@ -1,0 +1,65 @@
+"""A trained run as a sentence-transformers SparseEncoder folder (the way back: SparseHead.from_sentence_transformers).
+
+    to_sentence_transformers("runs/quickstart", "runs/quickstart-st")
+    SparseEncoder("runs/quickstart-st").encode(texts, max_active_dims=k)   # = csrv2.load("runs/quickstart").encode(
+                                                                           #   texts, k), as dense (N, h) vectors
+The folder holds Transformer → Pooling → Normalize (when backbone.normalize) → SparseAutoEncoder, written by
+sentence-transformers itself (its model card included). The head's tensors go through csrv2.st_format's key map;
+ST's SparseAutoEncoder option normalize (a LayerNorm of the input) has no csrv2 equivalent and is written false.
+The backbone's prompts become the model's "query" and "document" prompts, "document" the default when it is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from csrv2 import st_format
+from csrv2.backbones import resolve_model_path
+from csrv2.files import atomic_write_dir
+from csrv2.model import load
+
+POOLING = {"mean": "mean", "cls": "cls", "last": "lasttoken"}  # csrv2 backbone.pooling → ST Pooling's pooling_mode
+
+
+def st_classes():
+    """(SparseEncoder, Transformer, Pooling, Normalize, SparseAutoEncoder) from sentence-transformers 6, or 5."""
+    try:
+        from sentence_transformers import SparseEncoder
+    except ImportError as err:
+        raise ImportError(
+            "exporting to sentence-transformers needs it: pip install 'sentence-transformers>=5' (csrv2[extras])"
+        ) from err
+    try:  # 6.x moved the modules (the old path still works, with a deprecation warning)
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+        from sentence_transformers.sparse_encoder.modules import SparseAutoEncoder
+    except ImportError:
+        from sentence_transformers.models import Normalize, Pooling, Transformer
+        from sentence_transformers.sparse_encoder.models import SparseAutoEncoder
+    return SparseEncoder, Transformer, Pooling, Normalize, SparseAutoEncoder
+
+
+def to_sentence_transformers(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write the run's head and backbone (csrv2.load's: a finetuned run's own) as a SparseEncoder folder; returns it.
+    The folder appears complete or not at all (an existing one is replaced). Text backbones only."""
+    model = load(run_dir, device="cpu")
+    cfg = model.backbone_config
+    if cfg.kind != "text":
+        raise ValueError(
+            f"{run_dir}: backbone.kind={cfg.kind!r}; the sentence-transformers export takes text backbones"
+        )
+    SparseEncoder, Transformer, Pooling, Normalize, SparseAutoEncoder = st_classes()
+    head = model.head.cpu()
+    st_config, tensors = st_format.from_csrv2({"d_in": head.d_in, **asdict(head.config)}, head.state_dict())
+    autoencoder = SparseAutoEncoder(**st_config)
+    autoencoder.load_state_dict(tensors)
+    transformer = Transformer(resolve_model_path(cfg.name), max_seq_length=model.backbone.max_length)
+    modules = [transformer, Pooling(model.backbone.dim, POOLING[cfg.pooling])]
+    modules += [Normalize()] if cfg.normalize else []
+    encoder = SparseEncoder(
+        modules=[*modules, autoencoder],
+        prompts={"query": cfg.query_prompt, "document": cfg.document_prompt},
+        default_prompt_name="document" if cfg.document_prompt else None,
+        device="cpu",
+    )
+    return atomic_write_dir(out_dir, lambda tmp: encoder.save(str(tmp)))
