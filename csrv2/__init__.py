@@ -2,8 +2,9 @@
 
 from csrv2.codes import SparseCodes
 from csrv2.config import Config, ConfigError
+from csrv2.dense_index import DenseIndex
 from csrv2.head import HeadOutput, SparseHead
-from csrv2.index import DenseIndex, SparseIndex
+from csrv2.index import SparseIndex
 from csrv2.losses import info_nce, supcon_loss
 from csrv2.model import SparseModel, load
 from csrv2.schedule import KAnnealing

@@ -36,7 +36,7 @@ import scipy.sparse
 import torch
 
 from csrv2.codes import SparseCodes
-from csrv2.index import _as_packed  # the one check of packed codes (NaN / inf, repeated latents), shared
+from csrv2.index_inputs import as_packed  # the one check of packed codes (NaN / inf, repeated latents), shared
 
 Codes = SparseCodes | scipy.sparse.spmatrix
 
@@ -178,7 +178,7 @@ class QdrantSparse:
                 self.dim = codes.dim
             elif scipy.sparse.issparse(codes):
                 self.dim = codes.shape[1]
-        return _as_packed(codes, self.dim if self.dim is not None else 0, name)
+        return as_packed(codes, self.dim if self.dim is not None else 0, name)
 
 
 def _sparse_vector(models, idx: np.ndarray, val: np.ndarray):

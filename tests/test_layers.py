@@ -29,7 +29,17 @@ LAYERS = {
         "st_format",
     ],
     1: ["config"],
-    2: ["head", "baselines", "distributed", "index", "evaluate", "vectordb"],
+    2: [
+        "head",
+        "baselines",
+        "distributed",
+        "index",
+        "index_kernels",
+        "index_inputs",
+        "dense_index",
+        "evaluate",
+        "vectordb",
+    ],
     3: ["assets", "taskfiles", "catalog", "backbones"],
     4: ["embeddings", "arrays", "prepare", "finetune", "checkpoint", "objectives", "metrics", "safeguards", "model"],
     5: ["trainer", "run_eval", "export"],
@@ -37,7 +47,7 @@ LAYERS = {
 }
 LAYER_OF = {name: layer for layer, names in LAYERS.items() for name in names}
 MAX_LINES = 400
-LONGER_ALLOWED = {"index"}  # the numba kernels of the inverted index belong together
+LONGER_ALLOWED: set[str] = set()  # none: even the index kernels fit (csrv2/index_kernels.py)
 
 
 def module_name(path: Path) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import os
 from collections.abc import Callable
@@ -38,13 +37,13 @@ from csrv2.backbones import resolve_model_path
 from csrv2.baselines import MRL_DIMS, MRLHead
 from csrv2.codes import SparseCodes
 from csrv2.config import Config, DataConfig
+from csrv2.dense_index import DenseIndex
 from csrv2.embeddings import embed_texts, get_encoder
 from csrv2.experiments import bench_report, measure, peers
 from csrv2.experiments.grid import load_or_train
-from csrv2.experiments.measure import timed, top_quality
 from csrv2.files import atomic_write_json
 from csrv2.head import SparseHead
-from csrv2.index import DenseIndex, SparseIndex
+from csrv2.index import SparseIndex
 from csrv2.prepare import TrainingData
 from csrv2.strict import ConfigError
 
@@ -288,8 +287,8 @@ def encode_mrl(mrl: MRLHead, emb: np.ndarray, dim: int) -> np.ndarray:
 # -- the whole run ----------------------------------------------------------------------------------------------------
 def run(config: BenchConfig, command: str = "", log: Log = print) -> dict:
     """Measure every method of `config` in one process; returns the results and writes the report (config.output)."""
-    missing = {m: peers.NEEDS[m] for m in config.methods if m in peers.NEEDS and not _installed(peers.NEEDS[m])}
-    if config.st_training_steps and not _installed("sentence_transformers"):
+    missing = {m: peers.NEEDS[m] for m in config.methods if m in peers.NEEDS and not measure.installed(peers.NEEDS[m])}
+    if config.st_training_steps and not measure.installed("sentence_transformers"):
         missing["st_training_steps"] = "sentence_transformers"
     if missing:
         raise RuntimeError(f"not installed: {missing} (pip install 'csrv2[extras]'), or drop those methods")
@@ -317,16 +316,16 @@ def run(config: BenchConfig, command: str = "", log: Log = print) -> dict:
 
     # Quality on the real (not resampled) pool: which MRL dims match each k.
     _, truth = DenseIndex(emb_pool).search(emb_q, config.top)  # (Q, top) the exact dense neighbours
-    quality = {"dense": top_quality(truth, truth, labels_pool, labels_q, labelled_q)}
+    quality = {"dense": measure.top_quality(truth, truth, labels_pool, labels_q, labelled_q)}
     codes_q, codes_pool, mrl_q, mrl_pool = {}, {}, {}, {}
     for k, head in heads.items():
         codes_q[k], codes_pool[k] = encode_sparse(head, emb_q, k), encode_sparse(head, emb_pool, k)
         _, found = SparseIndex.build(codes_pool[k]).search(codes_q[k], top=config.top)
-        quality[f"sparse_k{k}"] = top_quality(found.numpy(), truth, labels_pool, labels_q, labelled_q)
+        quality[f"sparse_k{k}"] = measure.top_quality(found.numpy(), truth, labels_pool, labels_q, labelled_q)
     for m in config.mrl_dims:
         mrl_q[m], mrl_pool[m] = encode_mrl(mrl, emb_q, m), encode_mrl(mrl, emb_pool, m)
         _, found = DenseIndex(mrl_pool[m]).search(mrl_q[m], config.top)
-        quality[f"mrl_{m}"] = top_quality(found, truth, labels_pool, labels_q, labelled_q)
+        quality[f"mrl_{m}"] = measure.top_quality(found, truth, labels_pool, labels_q, labelled_q)
     results["quality"] = quality
     log(json.dumps(quality))
     folder = resolve_model_path(config.base.backbone.name)  # the verified asset folder (sentence-transformers layout)
@@ -378,23 +377,21 @@ def encode_overhead(config: BenchConfig, folder: str, texts: list[str], heads: d
     former before csrv2.embeddings."""
     encoder = get_encoder(config.base.backbone)
     encoder.encode(texts[:64], progress=False)  # warm-up
-    backbone_s, _ = timed(lambda: encoder.encode(texts, progress=False))
+    backbone_s, _ = measure.timed(lambda: encoder.encode(texts, progress=False))
     out: dict[str, Any] = {"texts": len(texts), "backbone_ms_per_text": backbone_s / len(texts) * 1e3}
-    if _installed("sentence_transformers"):
+    if measure.installed("sentence_transformers"):
         st = peers.STEmbedder(folder)
         st.encode(texts[:64])  # warm-up
-        st_s, st_emb = timed(lambda: st.encode(texts, config.base.backbone.batch_size))
+        st_s, st_emb = measure.timed(lambda: st.encode(texts, config.base.backbone.batch_size))
         out["st_backbone_ms_per_text"] = st_s / len(texts) * 1e3
         out["st_max_abs_diff"] = float(np.abs(st_emb - np.asarray(emb[: len(texts)])).max())
     x = torch.from_numpy(np.asarray(emb[: len(texts)]))  # (n, d)
     with torch.no_grad():
         for k, head in heads.items():
             head.encode(x[:64], k=k)
-            head_s, _ = timed(lambda head=head, k=k: [head.encode(x[i : i + 64], k=k) for i in range(0, len(x), 64)])
+            head_s, _ = measure.timed(
+                lambda head=head, k=k: [head.encode(x[i : i + 64], k=k) for i in range(0, len(x), 64)]
+            )
             out[f"head_k{k}_ms_per_text"] = head_s / len(texts) * 1e3
             out[f"head_k{k}_overhead_pct"] = 100 * head_s / backbone_s
     return out
-
-
-def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None

@@ -11,6 +11,7 @@ save_load_times(index, ...)                          seconds to save, open memor
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import shutil
@@ -68,6 +69,11 @@ def versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def installed(module: str) -> bool:
+    """Whether an optional package can be imported (without importing it)."""
+    return importlib.util.find_spec(module) is not None
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

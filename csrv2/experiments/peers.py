@@ -30,9 +30,10 @@ import scipy.sparse
 import torch
 
 from csrv2.codes import SparseCodes, packed_to_csr
+from csrv2.dense_index import DenseIndex
 from csrv2.experiments import measure
 from csrv2.experiments.measure import measure_search, same_scores, timed
-from csrv2.index import DenseIndex, SparseIndex
+from csrv2.index import SparseIndex
 from csrv2.vectordb import QdrantSparse
 
 Result = tuple[np.ndarray, np.ndarray]  # scores (Q, top) float32, ids (Q, top) int64

@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from csrv2.codes import SparseCodes
+from csrv2.dense_index import DenseIndex
 from csrv2.experiments import bench, bench_report, peers
 from csrv2.experiments.measure import measure_search, same_scores, skew_stats
-from csrv2.index import DenseIndex, SparseIndex
+from csrv2.index import SparseIndex
 from csrv2.strict import ConfigError
 
 HAVE_FAISS = importlib.util.find_spec("faiss") is not None
