@@ -15,7 +15,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from csrv2 import embeddings
 
 TEST_HOME = Path(
     os.environ.get("CSRV2_TEST_HOME") or Path(__file__).resolve().parents[1] / ".pytest_cache" / "csrv2-home"
@@ -85,3 +88,28 @@ def tiny_finetuned_run(minilm, tmp_path_factory) -> Path:
     config = _tiny_config(tmp_path_factory.mktemp("tiny_ft"), backbone="full", max_steps=2, backbone_lr=1e-4)
     Trainer(config, training_data(config)).fit()
     return Path(config.output_dir)
+
+
+class FakeEncoder:
+    """Deterministic 4-d 'embeddings' from text length and the prompt (L2-normalised when cfg.normalize, as a real
+    encoder's are); counts the texts it encodes."""
+
+    dim = 4
+
+    def __init__(self, cfg):
+        self.cfg, self.seen = cfg, []
+
+    def encode(self, texts, kind="document"):
+        self.seen.extend(texts)
+        prompt = self.cfg.query_prompt if kind == "query" else self.cfg.document_prompt
+        x = np.array([[len(t), len(prompt), 1.0, float(kind == "query")] for t in texts], dtype=np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True) if self.cfg.normalize else x
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    """csrv2.embeddings with a FakeEncoder in place of every model, caching under tmp_path; {repr(cfg): encoder}."""
+    monkeypatch.setenv("CSRV2_HOME", str(tmp_path))
+    encoders = {}
+    monkeypatch.setattr(embeddings, "get_encoder", lambda cfg: encoders.setdefault(repr(cfg), FakeEncoder(cfg)))
+    return encoders

@@ -9,34 +9,8 @@ from csrv2.catalog import get_task
 from csrv2.config import BackboneConfig
 
 
-class FakeEncoder:
-    """Deterministic 4-d 'embeddings' from text length and the prompt; counts the texts it encodes."""
-
-    dim = 4
-
-    def __init__(self, cfg):
-        self.cfg, self.seen = cfg, []
-
-    def encode(self, texts, kind="document"):
-        self.seen.extend(texts)
-        prompt = self.cfg.query_prompt if kind == "query" else self.cfg.document_prompt
-        return np.array([[len(t), len(prompt), 1.0, float(kind == "query")] for t in texts], dtype=np.float32)
-
-
-@pytest.fixture
-def fake(tmp_path, monkeypatch):
-    monkeypatch.setenv("CSRV2_HOME", str(tmp_path))
-    encoders = {}
-
-    def get_encoder(cfg):
-        return encoders.setdefault(repr(cfg), FakeEncoder(cfg))
-
-    monkeypatch.setattr(cache, "get_encoder", get_encoder)
-    return encoders
-
-
 def test_embeddings_are_cached_memory_mapped_and_reused(fake, tmp_path):
-    cfg = BackboneConfig()
+    cfg = BackboneConfig(normalize=False)  # the fake's raw rows: [len(text), len(prompt), 1, is_query]
     x = cache.embed_texts(cfg, ["a", "bb", "ccc"], key="t/train/texts")
     assert isinstance(x, np.memmap) and x.shape == (3, 4) and x.dtype == np.float32 and x[:, 0].tolist() == [1, 2, 3]
     y = cache.embed_texts(cfg, ["a", "bb", "ccc"], key="t/train/texts")
@@ -82,7 +56,8 @@ def test_a_rewritten_local_backbone_folder_gets_a_new_key(fake, tmp_path):
 
 
 def test_an_interrupted_write_is_never_read_as_complete(fake, monkeypatch, tmp_path):
-    cfg = BackboneConfig()
+    cfg = BackboneConfig(normalize=False)
+    real_save = np.save
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt  # the run dies while writing
@@ -91,12 +66,10 @@ def test_an_interrupted_write_is_never_read_as_complete(fake, monkeypatch, tmp_p
     with pytest.raises(KeyboardInterrupt):
         cache.embed_texts(cfg, ["a", "bb"], key="k")
     assert not list((tmp_path / "embeddings").glob("*"))  # no final file, no partial left behind
-    monkeypatch.undo()
+    monkeypatch.setattr(np, "save", real_save)
     fake_home = tmp_path / "embeddings"
     partial = fake_home / ".left-over.partial.npy"  # a partial file from a killed process is ignored
     partial.write_bytes(b"\x93NUMPY garbage")
-    monkeypatch.setenv("CSRV2_HOME", str(tmp_path))
-    monkeypatch.setattr(cache, "get_encoder", lambda c: FakeEncoder(c))
     assert cache.embed_texts(cfg, ["a", "bb"], key="k")[:, 0].tolist() == [1, 2]
 
 

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 import csrv2.index as index_module
 from csrv2.codes import SparseCodes
-from csrv2.experiments.measure import skew_stats
 from csrv2.index import SparseIndex
 
 
@@ -231,15 +230,6 @@ def test_errors_name_the_argument(tmp_path):
         index.search(np.ones((1, 4)))
     with pytest.raises(FileNotFoundError, match="index.json"):
         SparseIndex.load(tmp_path)
-
-
-def test_skew_stats_uniform_and_skewed():
-    uniform = SparseIndex.build(SparseCodes(torch.arange(8).reshape(4, 2), torch.ones(4, 2), 8))
-    assert skew_stats(uniform)["inflation"] == pytest.approx(1.0)
-    skewed = SparseIndex.build(SparseCodes(torch.tensor([[0, 1], [0, 2], [0, 3], [0, 4]]), torch.ones(4, 2), 8))
-    stats = skew_stats(skewed)
-    # p = (4/8, 1/8 ×4): h Σp² = 8 (1/4 + 4/64) = 2.5; 3 of 8 latents never used.
-    assert stats["inflation"] == pytest.approx(2.5) and stats["dead_fraction"] == pytest.approx(3 / 8)
 
 
 def test_signed_values_match_brute_force(kernel):

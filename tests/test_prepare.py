@@ -4,36 +4,9 @@ embedded evaluation split, with a fake encoder (no model)."""
 import numpy as np
 import pytest
 
-from csrv2 import embeddings, prepare
+from csrv2 import prepare
 from csrv2.config import Config
 from csrv2.strict import ConfigError
-
-
-class FakeEncoder:
-    """Deterministic 4-d 'embeddings' from text length and the prompt; counts the texts it encodes."""
-
-    dim = 4
-
-    def __init__(self, cfg):
-        self.cfg, self.seen = cfg, []
-
-    def encode(self, texts, kind="document"):
-        self.seen.extend(texts)
-        prompt = self.cfg.query_prompt if kind == "query" else self.cfg.document_prompt
-        x = np.array([[len(t), len(prompt), 1.0, float(kind == "query")] for t in texts], dtype=np.float32)
-        return x / np.linalg.norm(x, axis=1, keepdims=True) if self.cfg.normalize else x
-
-
-@pytest.fixture
-def fake(tmp_path, monkeypatch):
-    monkeypatch.setenv("CSRV2_HOME", str(tmp_path))
-    encoders = {}
-
-    def get_encoder(cfg):
-        return encoders.setdefault(repr(cfg), FakeEncoder(cfg))
-
-    monkeypatch.setattr(embeddings, "get_encoder", get_encoder)
-    return encoders
 
 
 def test_training_data_of_a_yaml_pair_task_groups_positive_pairs(fake, tmp_path):
