@@ -254,8 +254,14 @@ class SparseIndex:
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{meta_path}: not valid JSON ({err})") from err
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{meta_path}: format {meta.get('format')!r} is not {FORMAT!r}")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else meta
+            raise ValueError(f"{meta_path}: format {found!r} is not {FORMAT!r}")
+        sizes = {key: meta.get(key) for key in ("n_docs", "dim", "nnz")}
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in sizes.values()):
+            raise ValueError(f"{meta_path}: n_docs, dim and nnz must be non-negative integers, got {sizes}")
+        if not isinstance(meta.get("sha256", {}), dict):
+            raise ValueError(f"{meta_path}: sha256 must map file names to digests")
         if verify:
             for file_name, digest in meta.get("sha256", {}).items():  # absent in indexes saved before checksums
                 file = path / file_name
