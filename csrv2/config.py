@@ -32,6 +32,17 @@ class HeadConfig:
     """Dead latents the AuxK loss may use; 0 switches AuxK off."""
     dead_steps: int = 100
     """A latent is dead once it has not fired for more than this many optimizer steps."""
+    dead_window_firings: float = 0.0
+    """AuxK window in expected firings instead of steps: > 0 sets dead_steps to the steps in which a latent used
+    uniformly would fire this often (⌈f · hidden / (batch_size · k)⌉, at the final k). The authors' setting (10 steps,
+    top-4k at k = 2, h = 16,384, batch 128) is f ≈ 0.6: about half the latents in the AuxK pool. 0 → dead_steps."""
+    b_pre_init: Literal["zero", "mean"] = "zero"
+    """Initial pre-encoder bias: zero (both papers), or the mean of the training embeddings, so pre-activations
+    start with zero mean over the data and no latent wins every row's top-k through the data's shared offset."""
+    balance_rate: float = 0.0
+    """Usage balancing: after every step each latent's encoder bias moves by ± balance_rate, up when it fired less
+    than the mean latent, down when more (a sign update, the bias is in the selection and the value); the total
+    shift stays within ± 100 × balance_rate. 0 → off."""
 
 
 @dataclass
@@ -95,6 +106,14 @@ class DataConfig:
     """A catalog task (or one defined in `tasks`) whose train split, embedded by the backbone, trains the head."""
     tasks: list[TaskSpec] = field(default_factory=list)
     """Tasks defined in YAML from local files or Hugging Face datasets, usable by name like catalog tasks."""
+    mixture: list[str] = field(default_factory=list)
+    """Train one head on the train splits of several tasks (instead of data.task). Each task's labels keep their own
+    namespace (class 3 of one task is no positive of class 3 of another); batches mix the tasks."""
+    max_per_task: int = 8000
+    """Rows drawn (seed 0, so every run shares the cache) from each data.mixture and data.unlabeled task; 0 → all."""
+    unlabeled: list[str] = field(default_factory=list)
+    """Tasks whose train-split texts (retrieval: and corpus) are added without labels: each row is a class of its
+    own, a negative for every other row. Texts already in the labelled rows are not added twice."""
 
 
 @dataclass
@@ -116,6 +135,15 @@ class TrainConfig:
     """Supervised contrastive form: positives summed inside the log (authors' code) or averaged outside (Khosla)."""
     samples_per_class: int = 4
     """Class-aware batching (csrv2): examples of one class placed together in a batch."""
+    uniformity_coef: float = 0.0
+    """Weight γ of a uniformity term added to the supervised contrastive one (csrv2): the in-batch InfoNCE of the
+    codes against themselves (CSR's term), which pushes different rows onto different latents. 0 → off."""
+    subclusters: int = 0
+    """Finer contrastive labels (csrv2): split every class of ≥ 2·subclusters rows into this many k-means
+    sub-classes of its embeddings. 0 → classes as given."""
+    pseudo_label_rows: int = 0
+    """Unlabelled rows (data.unlabeled) grouped by k-means into clusters of about this many rows, each a pseudo-class.
+    0 → every unlabelled row stays a class of its own."""
     recon_weight: float = 1.0
     """Weight of the autoencoder loss (L_k + recon_4k_coef·L_4k + aux_coef·L_aux) against the contrastive term."""
     recon_4k_coef: float = 0.125
@@ -251,6 +279,12 @@ class Config:
         non_negative = {
             "head.k_aux": h.k_aux,
             "head.dead_steps": h.dead_steps,
+            "head.dead_window_firings": h.dead_window_firings,
+            "head.balance_rate": h.balance_rate,
+            "data.max_per_task": self.data.max_per_task,
+            "train.uniformity_coef": t.uniformity_coef,
+            "train.subclusters": t.subclusters,
+            "train.pseudo_label_rows": t.pseudo_label_rows,
             "train.epochs": t.epochs,
             "train.max_steps": t.max_steps,
             "train.contrastive_coef": t.contrastive_coef,
@@ -280,6 +314,20 @@ class Config:
             raise ConfigError(
                 f"train.backbone={t.backbone} trains on texts: set data.task (not data.embeddings) to a task to embed"
             )
+        frozen_only = [
+            key
+            for key, on in (
+                ("head.b_pre_init=mean", h.b_pre_init == "mean"),
+                ("train.subclusters", t.subclusters > 0),
+                ("train.pseudo_label_rows", t.pseudo_label_rows > 0),
+            )
+            if on
+        ]
+        if t.backbone != "frozen" and frozen_only:
+            raise ConfigError(
+                f"{', '.join(frozen_only)} read the backbone's embeddings before training: they need "
+                f"train.backbone=frozen, not {t.backbone}"
+            )
         if t.keep_checkpoints < 1:
             raise ConfigError(f"train.keep_checkpoints must be ≥ 1, got {t.keep_checkpoints}")
         bad_ks = [k for k in self.eval.ks if not 1 <= k <= h.hidden]
@@ -294,8 +342,20 @@ class Config:
         names = [s.name for s in self.data.tasks]
         if any(not n for n in names) or len(set(names)) != len(names):
             raise ConfigError(f"data.tasks: every task needs a unique, non-empty name, got {names}")
-        if self.data.embeddings and self.data.task:
-            raise ConfigError("data.embeddings and data.task are both set: give one source of training data")
+        d = self.data
+        sources = [
+            key
+            for key, value in (("data.embeddings", d.embeddings), ("data.task", d.task), ("data.mixture", d.mixture))
+            if value
+        ]
+        if len(sources) > 1:
+            raise ConfigError(f"{' and '.join(sources)} are all set: give one source of training data")
+        for key, names in (("data.mixture", d.mixture), ("data.unlabeled", d.unlabeled)):
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise ConfigError(f"{key} names {repeated} more than once")
+        if d.unlabeled and not (d.task or d.mixture):
+            raise ConfigError("data.unlabeled adds rows to task training data: set data.task or data.mixture too")
 
     # -- documentation ---------------------------------------------------------------------------
     @classmethod

@@ -128,6 +128,15 @@ def any_across_ranks(mask: Tensor, world: World) -> Tensor:
     return as_int.bool()
 
 
+def sum_across_ranks(x: Tensor, world: World) -> Tensor:
+    """Element-wise sum over ranks (how often each latent fired in the global batch); a no-op in a world of one."""
+    if not world.active:
+        return x
+    total = x.clone()
+    dist.all_reduce(total)
+    return total
+
+
 def auxk_loss_across_ranks(aux_recon: Tensor, residual: Tensor) -> Tensor:
     """losses.auxk_loss on the global batch when run under a process group, else on this batch.
 

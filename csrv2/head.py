@@ -38,6 +38,9 @@ LEGACY_CONFIG_NAME = "config.json"
 # Keys of specs written by earlier versions that the head no longer holds (loss weights now live in TrainConfig):
 # read and ignored, so every head saved so far still loads.
 RETIRED_KEYS = ("recon_4k_coef", "aux_coef")
+# The HeadConfig fields a saved head records; the others (b_pre_init, balance_rate, dead_window_firings) only steer
+# training and live in the run's config.yaml.
+SPEC_KEYS = ("hidden", "k", "k_aux", "dead_steps")
 
 
 def spec_path(folder: str | Path) -> Path:
@@ -61,6 +64,7 @@ class HeadOutput(NamedTuple):
     recon_4k_loss: Tensor  # MSE(x, x̂_4k), x̂_4k from the top 4k of the same unmasked pre-activations
     aux_loss: Tensor  # AuxK on dead latents (0 when none is dead or k_aux = 0)
     fired: Tensor  # (h,) bool: latents with a positive activation in some row of this batch
+    usage: Tensor  # (h,) float: rows of this batch in which each latent has a positive activation
     dead_fraction: Tensor  # share of latents dead before this step
 
 
@@ -177,9 +181,17 @@ class SparseHead(nn.Module):
             aux_loss = auxk_loss(aux_recon, (target - recon).detach())
 
         with torch.no_grad():
-            fired = torch.zeros_like(dead)
-            fired[codes.indices[codes.values > 0]] = True
-        return HeadOutput(codes, recon, recon_loss, recon_4k_loss, aux_loss, fired, dead.float().mean())
+            usage = torch.zeros(self.hidden, device=pre.device)
+            usage.index_add_(0, codes.indices.reshape(-1), (codes.values > 0).reshape(-1).float())
+        return HeadOutput(codes, recon, recon_loss, recon_4k_loss, aux_loss, usage > 0, usage, dead.float().mean())
+
+    @torch.no_grad()
+    def center(self, mean: Tensor) -> None:
+        """Set b_pre to the data mean (d,) (head.b_pre_init=mean): with b_lat = 0, pre-activations then have zero
+        mean over the data, and no latent wins every row's top-k through the offset all embeddings share."""
+        if mean.shape != self.b_pre.shape:
+            raise ValueError(f"center: mean has shape {tuple(mean.shape)}, b_pre has {tuple(self.b_pre.shape)}")
+        self.b_pre.copy_(mean.to(self.b_pre))
 
     # -- dead-latent statistics (training state, advanced by the trainer) --------------------------
     def dead_mask(self) -> Tensor:
@@ -209,7 +221,8 @@ class SparseHead(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
         save_file(tensors, str(path / WEIGHTS_NAME))
-        spec = {"d_in": self.d_in, **asdict(self.config), "weights_sha256": sha256_file(path / WEIGHTS_NAME)}
+        recorded = {key: value for key, value in asdict(self.config).items() if key in SPEC_KEYS}
+        spec = {"d_in": self.d_in, **recorded, "weights_sha256": sha256_file(path / WEIGHTS_NAME)}
         (path / CONFIG_NAME).write_text(json.dumps(spec, indent=2) + "\n")
 
     @classmethod
@@ -224,7 +237,7 @@ class SparseHead(nn.Module):
             spec = json.loads(spec_file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{spec_file}: not valid JSON ({err})") from None
-        known = {"d_in", *HeadConfig.__dataclass_fields__}
+        known = {"d_in", *SPEC_KEYS}
         allowed = known | set(RETIRED_KEYS) | {"weights_sha256"}
         if not isinstance(spec, dict) or set(spec) - allowed:
             unknown = sorted(set(spec) - allowed) if isinstance(spec, dict) else spec

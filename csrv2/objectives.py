@@ -1,6 +1,7 @@
 """Training objectives: how each method turns one (micro-)batch into a single loss. The one place loss weights apply.
 
     csrv2: recon_weight · (L_k + recon_4k_coef · L_4k + aux_coef · L_aux) + contrastive_coef · SupCon(codes, labels)
+           (+ uniformity_coef · InfoNCE(codes, codes), when set: spreads rows over latents)
     csr:   the same with in-batch InfoNCE of the codes against themselves instead of SupCon
     mrl:   mean SupCon over every prefix of a linear head's output (the Matryoshka baseline)
 
@@ -24,6 +25,7 @@ class StepLoss(NamedTuple):
     loss: Tensor  # the weighted scalar to backpropagate
     parts: dict[str, Tensor]  # unweighted parts (and `loss`), for metrics.jsonl
     fired: Tensor | None  # (h,) bool: latents active in this rank's rows (None for heads without latents)
+    usage: Tensor | None = None  # (h,) float: this rank's rows in which each latent is active (None: no latents)
 
 
 def step_loss(
@@ -41,7 +43,7 @@ def step_loss(
     if isinstance(head, MRLHead):
         outputs = distributed.all_gather_rows(head(x), world)  # (B, d)
         loss = losses.matryoshka_loss(outputs, labels_all, head.dims, train.temperature)
-        return StepLoss(loss, {"loss": loss, "contrastive_loss": loss}, None)
+        return StepLoss(loss, {"loss": loss, "contrastive_loss": loss}, None, None)
 
     auxk = distributed.auxk_loss_across_ranks if world.active else losses.auxk_loss
     out = head(x, k=k, target=target, auxk_loss=auxk)
@@ -59,7 +61,18 @@ def step_loss(
         "aux_loss": out.aux_loss,
         "contrastive_loss": contrast,
     }
-    return StepLoss(loss, parts, out.fired)
+    if train.objective == "csrv2" and train.uniformity_coef > 0:
+        uniformity = losses.info_nce(codes, temperature=train.temperature)
+        loss = loss + train.uniformity_coef * uniformity
+        parts.update(loss=loss, uniformity_loss=uniformity)
+    return StepLoss(loss, parts, out.fired, out.usage)
+
+
+def merge_usage(usage: Tensor | None, more: Tensor | None) -> Tensor | None:
+    """Sum of the per-latent usage of two micro-batches (None when the head has no latents)."""
+    if usage is None:
+        return more
+    return usage if more is None else usage + more
 
 
 def merge_fired(fired: Tensor | None, more: Tensor | None) -> Tensor | None:

@@ -37,6 +37,7 @@ class TrainingData:
     inputs: list[str] | np.ndarray | None = None  # texts (N,) or images (N, H, W[, 3]) behind the embeddings
     source: str = "training data"  # where the rows came from, named in errors
     unit_rows: bool = True  # refuse embedding rows that are not L2-normalised (False: backbone.normalize=false)
+    unlabeled: np.ndarray | None = None  # (N,) bool: rows without a label of their own (data.unlabeled), or None
 
     def __post_init__(self):
         if self.embeddings is None and self.inputs is None:
@@ -52,6 +53,10 @@ class TrainingData:
                 raise ValueError(f"{self.source}: {n} inputs but {len(self.embeddings)} embedding rows")
         if self.labels is not None:
             self.labels = np.asarray(self.labels, dtype=np.int64)
+        if self.unlabeled is not None:
+            self.unlabeled = np.asarray(self.unlabeled, dtype=bool)
+            if self.unlabeled.shape != (len(self),):
+                raise ValueError(f"{self.source}: unlabeled mask has shape {self.unlabeled.shape}, need ({len(self)},)")
 
     def __len__(self) -> int:
         return len(self.embeddings) if self.embeddings is not None else len(self.inputs)
@@ -91,6 +96,8 @@ def check_inputs(config: Config) -> None:
     known = set(catalog_names()) | {spec.name for spec in config.data.tasks}
     for key, names in (
         ("data.task", [config.data.task] if config.data.task else []),
+        ("data.mixture", config.data.mixture),
+        ("data.unlabeled", config.data.unlabeled),
         ("eval.tasks", config.eval.tasks),
     ):
         unknown = [name for name in names if name not in known]
@@ -116,8 +123,10 @@ def training_data(config: Config) -> TrainingData:
     if data.embeddings:
         embeddings, labels = load_arrays(data.embeddings, "data.embeddings")
         return TrainingData(embeddings, labels, source=f"data.embeddings ({data.embeddings})")
+    if data.mixture or data.unlabeled:
+        return mixture_training_data(config)
     if not data.task:
-        raise ConfigError("no training data: set data.embeddings (a .npy/.npz) or data.task")
+        raise ConfigError("no training data: set data.embeddings (a .npy/.npz), data.task or data.mixture")
     task = get_task(data.task, data.tasks)
     if config.train.backbone == "frozen":
         return task_training_data(task, config)
@@ -130,6 +139,57 @@ def training_data(config: Config) -> TrainingData:
         )
     inputs = ex.images if vision else list(ex.texts)
     return TrainingData(labels=ex.labels, inputs=inputs, source=f"data.task ({data.task})")
+
+
+def mixture_training_data(config: Config) -> TrainingData:
+    """data.mixture (or data.task) plus data.unlabeled as one TrainingData, rows in that order.
+
+    Labelled rows: each task's train-split examples, at most data.max_per_task drawn with seed 0 (the draw the grid
+    and `csrv2 data` cache), labels shifted past the previous task's so every task keeps its own classes.
+    Unlabelled rows: each data.unlabeled task's examples drawn with seed 1 (a task in both adds its other rows),
+    minus texts already present; every one a class of its own, marked in `unlabeled`.
+    """
+    data = config.data
+    if config.backbone.kind == "vision":
+        raise ConfigError("data.mixture and data.unlabeled take text tasks; backbone.kind=vision embeds images")
+    parts: list[TrainingData] = []
+    labels: list[np.ndarray] = []
+    texts: list[str] = []
+    next_label = 0
+    cap = data.max_per_task if data.mixture else 0  # data.task alone trains on all its rows, with or without more
+    for name in data.mixture or [data.task]:
+        part = task_training_data(get_task(name, data.tasks), config, cap, np.random.default_rng(0))
+        parts.append(part)
+        labels.append(part.labels + next_label)
+        next_label = int(labels[-1].max()) + 1
+        texts += part.inputs
+    n_labeled, seen = len(texts), set(texts)
+    for name in data.unlabeled:
+        part = task_training_data(get_task(name, data.tasks), config, data.max_per_task, np.random.default_rng(1))
+        keep = []
+        for i, text in enumerate(part.inputs):
+            if text not in seen:
+                seen.add(text)
+                keep.append(i)
+        if not keep:
+            continue
+        keep = np.asarray(keep)
+        parts.append(TrainingData(part.embeddings[keep], None, [part.inputs[i] for i in keep], part.source))
+        labels.append(next_label + np.arange(len(keep)))
+        next_label += len(keep)
+        texts += parts[-1].inputs
+    names = ", ".join(data.mixture or [data.task])
+    source = f"data.mixture ({names})" if data.mixture else f"data.task ({names})"
+    if data.unlabeled:
+        source += f" + data.unlabeled ({', '.join(data.unlabeled)})"
+    return TrainingData(
+        np.concatenate([part.embeddings for part in parts]),
+        np.concatenate(labels),
+        texts,
+        source,
+        unit_rows=config.backbone.normalize,
+        unlabeled=np.arange(len(texts)) >= n_labeled,
+    )
 
 
 def task_training_data(task: Task, config: Config, max_train: int = 0, rng=None) -> TrainingData:
@@ -264,6 +324,9 @@ def fill(config: Config) -> list[str]:
     """Embed what a run of `config` reads: data.task's training rows and the evaluation split of data.task and of
     every eval.tasks entry. Returns what was embedded, one line each."""
     done = []
+    if config.data.mixture or config.data.unlabeled:
+        data = mixture_training_data(config)
+        done.append(f"{data.source}: {len(data)} training rows ({int(data.unlabeled.sum())} unlabelled)")
     names = list(dict.fromkeys(([config.data.task] if config.data.task else []) + list(config.eval.tasks)))
     for name in names:
         prepared = prepare_task(name, config, for_training=name == config.data.task)

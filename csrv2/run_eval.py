@@ -21,7 +21,7 @@ def evaluate_run(config: Config, head: nn.Module, tasks: list[str] | None = None
     """{task: {"type", "dense", "sparse": {k: {"score", "dead_pct", "postings_per_query"}}}}, scores in [0, 1]."""
     if isinstance(head, MRLHead):
         raise ValueError("evaluate_run scores sparse heads; MRL heads are scored by the grid (csrv2 eval)")
-    names = tasks or config.eval.tasks or ([config.data.task] if config.data.task else [])
+    names = tasks or config.eval.tasks or config.data.mixture or ([config.data.task] if config.data.task else [])
     embedded = [arrays_task(config)] if config.data.eval_embeddings and not tasks else []
     if not names and not embedded:
         raise ValueError("nothing to evaluate: set eval.tasks, data.task or data.eval_embeddings")

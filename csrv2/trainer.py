@@ -10,7 +10,9 @@ TrainingData (embeddings (N, d) or texts/images, labels (N,)) → batches (shuff
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -21,7 +23,8 @@ import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
-from csrv2 import checkpoint, distributed, objectives, sampling
+from csrv2 import checkpoint, distributed, objectives, relabel, sampling
+from csrv2.balance import UsageBalancer
 from csrv2.baselines import MRL_DIMS, MRLHead
 from csrv2.config import Config, ConfigError
 from csrv2.files import atomic_write_json, atomic_write_text, replace_files_into
@@ -76,7 +79,12 @@ class Trainer:
         if t.backbone == "frozen":
             if data.embeddings is None:
                 raise ValueError(f"{data.source}: train.backbone=frozen trains on embeddings, and none were given")
-            return data.embeddings, data.labels
+            labels = data.labels
+            if t.objective == "csrv2" and (t.subclusters or t.pseudo_label_rows):
+                labels = relabel.refine_labels(
+                    data.embeddings, labels, data.unlabeled, t.subclusters, t.pseudo_label_rows, t.seed
+                )
+            return data.embeddings, labels
         vision = self.config.backbone.kind == "vision"
         if data.inputs is None or vision != isinstance(data.inputs, np.ndarray):
             kind = "images" if vision else "texts"
@@ -98,7 +106,25 @@ class Trainer:
         torch.manual_seed(self.config.train.seed)
         if self.config.train.objective == "mrl":
             return MRLHead(d_in, [m for m in MRL_DIMS if m <= d_in])
-        return SparseHead.from_config(d_in, self.config.head)
+        return SparseHead.from_config(d_in, self.head_config())
+
+    def head_config(self):
+        """config.head with dead_steps set from head.dead_window_firings when that is given: the steps in which a
+        latent used uniformly (batch_size · k of hidden slots per step) is expected to fire that often."""
+        h, batch = self.config.head, self.config.train.batch_size
+        if h.dead_window_firings <= 0:
+            return h
+        return dataclasses.replace(h, dead_steps=max(1, math.ceil(h.dead_window_firings * h.hidden / (batch * h.k))))
+
+    def initialise_head(self, head: nn.Module, source) -> None:
+        """Data-dependent initialisation before step 0: head.b_pre_init=mean centres the head on the training rows."""
+        if isinstance(head, SparseHead) and self.config.head.b_pre_init == "mean":
+            if not isinstance(source, np.ndarray) or source.ndim != 2:
+                raise ConfigError("head.b_pre_init=mean needs a frozen backbone (the mean of its embeddings)")
+            total = np.zeros(source.shape[1], np.float64)
+            for start in range(0, len(source), 65536):  # chunks: a memory-mapped cache is never read whole
+                total += np.asarray(source[start : start + 65536], dtype=np.float64).sum(0)
+            head.center(torch.from_numpy(total / len(source)))
 
     # -- run folder ------------------------------------------------------------------------------
     def prepare_run_dir(self) -> Path | None:
@@ -188,9 +214,15 @@ class Trainer:
         anneal = cfg.anneal and t.objective != "mrl"
         schedule = KAnnealing(t.k_start, cfg.head.k, total, t.decay_fraction if anneal else 0.0, cfg.head.hidden)
         modules = {"backbone": backbone} if backbone is not None else {}
+        balancer = None
+        if isinstance(head, SparseHead) and cfg.head.balance_rate > 0:
+            balancer = UsageBalancer(cfg.head.hidden, cfg.head.balance_rate, 100 * cfg.head.balance_rate)
+            modules["balancer"] = balancer.to(self.device)
 
         step = 0
-        if resume_from is not None:
+        if resume_from is None:
+            self.initialise_head(head, source)
+        else:
             step = checkpoint.load_checkpoint(resume_from, head, optimizer, modules)
         metrics = MetricsLog(self.run_dir / "metrics.jsonl", keep_until=step, world=world)
 
@@ -232,7 +264,7 @@ class Trainer:
                     group["lr"] = base * warm
 
                 optimizer.zero_grad(set_to_none=True)
-                fired = None  # (h,) latents active in any micro-batch of this step
+                usage = None  # (h,) rows in which each latent was active, over the micro-batches of this step
                 parts: dict[
                     str, float
                 ] = {}  # this step's loss parts (summed over micro-batches), for the finiteness check
@@ -243,7 +275,7 @@ class Trainer:
                         (out.loss / t.grad_accum_steps).backward()
                         values = metrics.add(out.parts)
                         parts = {name: parts.get(name, 0.0) + value for name, value in values.items()}
-                        fired = objectives.merge_fired(fired, out.fired)
+                        usage = objectives.merge_usage(usage, out.usage)
                 distributed.average_gradients(params, world)
                 if t.max_grad_norm > 0:
                     grad_norm = float(
@@ -258,8 +290,11 @@ class Trainer:
                         "set train.max_grad_norm, or rerun with train.detect_anomaly=true to find the operation"
                     )
                 optimizer.step()
-                if fired is not None:  # dead-latent counters count optimizer steps, over every rank's rows
-                    head.advance_dead_counters(distributed.any_across_ranks(fired, world))
+                if usage is not None:  # dead-latent counters count optimizer steps, over every rank's rows
+                    usage = distributed.sum_across_ranks(usage, world)
+                    head.advance_dead_counters(usage > 0)
+                    if balancer is not None:
+                        balancer.step(head.b_lat.data, usage)
                 step += 1
                 bar.update(1)
 

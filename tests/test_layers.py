@@ -27,6 +27,9 @@ LAYERS = {
         "model_files",
         "wheel_pins",
         "st_format",
+        "usage",
+        "relabel",
+        "balance",
     ],
     1: ["config"],
     2: [

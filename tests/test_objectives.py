@@ -134,6 +134,23 @@ def test_fired_is_the_set_of_latents_with_a_positive_code():
     assert got.fired.dtype == torch.bool and got.fired.shape == (48,)
     assert set(got.fired.nonzero().flatten().tolist()) == positive and 0 < len(positive) < 48
     assert torch.equal(head.steps_since_fired, before)
+    naive = torch.zeros(48)
+    for row_i, row_v in zip(codes.indices.tolist(), codes.values.tolist()):
+        for j, v in zip(row_i, row_v):
+            naive[j] += v > 0
+    assert torch.equal(got.usage, naive)  # usage: rows in which each latent is positive
+
+
+def test_uniformity_term_adds_gamma_times_the_codes_info_nce():
+    """uniformity_coef γ: loss = the csrv2 loss + γ·InfoNCE(codes, codes), logged as uniformity_loss."""
+    head, (x, labels) = head_with_dead_latents(), batch()
+    plain = step_loss(head, x, labels, 5, TrainConfig(objective="csrv2", **COEFS), World())
+    got = step_loss(head, x, labels, 5, TrainConfig(objective="csrv2", uniformity_coef=0.7, **COEFS), World())
+    uniformity = losses.info_nce(head(x, k=5).codes.to_dense(), temperature=0.3)
+    assert uniformity.item() > 0
+    torch.testing.assert_close(got.loss, plain.loss + 0.7 * uniformity)
+    torch.testing.assert_close(got.parts["uniformity_loss"], uniformity)
+    assert "uniformity_loss" not in plain.parts
 
 
 def test_merge_fired_is_an_or_that_passes_none_through():

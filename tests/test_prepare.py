@@ -84,3 +84,34 @@ def test_inputs_are_checked_before_any_work(tmp_path):
         prepare.check_inputs(Config.from_dict({"data": paths}))
     with pytest.raises(FileNotFoundError, match="data.eval_embeddings"):
         prepare.check_inputs(Config.from_dict({"data": {**paths, "eval_embeddings": str(tmp_path / "no.npy")}}))
+
+
+def test_a_mixture_keeps_each_tasks_classes_apart_and_adds_unlabelled_rows_once(fake, tmp_path):
+    """data.mixture: labels shifted per task (class 0 of `a` is not class 0 of `b`); data.max_per_task caps each
+    task with the seed-0 draw; data.unlabeled adds a task's other rows (seed 1), never a text already present, each
+    a class of its own and marked in `unlabeled`."""
+    (tmp_path / "a.csv").write_text("text,label\n" + "\n".join(f"a{'x' * i},{i % 2}" for i in range(10)) + "\n")
+    (tmp_path / "b.csv").write_text("text,label\n" + "\n".join(f"b{'y' * i},{i % 3}" for i in range(30)) + "\n")
+    tasks = [{"name": n, "path": str(tmp_path / f"{n}.csv"), "test_fraction": 0.0} for n in ("a", "b")]
+    config = Config.from_dict({"data": {"mixture": ["a", "b"], "tasks": tasks, "max_per_task": 12}})
+    data = prepare.training_data(config)
+    assert len(data) == 10 + 12 and data.unlabeled is not None and not data.unlabeled.any()
+    a_rows, b_rows = slice(0, 10), slice(10, 22)
+    assert set(data.labels[a_rows]) == {0, 1} and set(data.labels[b_rows]) == {2, 3, 4}
+    for text, label in zip(data.inputs, data.labels):  # each row keeps its own task's class, shifted
+        assert label == (len(text) - 1) % 2 if text[0] == "a" else label == 2 + (len(text) - 1) % 3
+    b_task = prepare.get_task("b", config.data.tasks)
+    want = prepare.task_training_data(b_task, config, 12, np.random.default_rng(0))
+    assert data.inputs[b_rows] == want.inputs  # the grid's seed-0 draw, so the cache is shared
+
+    config = Config.from_dict({"data": {"mixture": ["a", "b"], "unlabeled": ["b"], "tasks": tasks, "max_per_task": 12}})
+    data = prepare.training_data(config)
+    extra = data.inputs[22:]
+    assert extra and not set(extra) & set(data.inputs[:22]) and len(set(extra)) == len(extra)
+    assert data.unlabeled.tolist() == [False] * 22 + [True] * len(extra)
+    assert sorted(data.labels[22:]) == list(range(5, 5 + len(extra)))  # one class each
+    assert "data.unlabeled (b)" in data.source
+    with pytest.raises(ConfigError, match="are all set"):
+        Config.from_dict({"data": {"mixture": ["a"], "task": "a", "tasks": tasks}})
+    with pytest.raises(ConfigError, match="unknown task 'nope'"):
+        prepare.check_inputs(Config.from_dict({"data": {"mixture": ["a", "nope"], "tasks": tasks}}))

@@ -330,3 +330,71 @@ def test_resume_refuses_changed_training_data(tmp_path):
     with pytest.raises(ValueError, match=r"training data differs .*labels_sha256.*was 'v1'"):
         Trainer(config(tmp_path, max_steps=8, checkpoint_every=4, resume=True), TrainingData(x, relabelled)).fit()
     Trainer(config(tmp_path, max_steps=8, checkpoint_every=4, resume=True), TrainingData(x, y, source="v1")).fit()
+
+
+# -- live-latent options (docs/live-latents.md) -------------------------------------------------------------------------
+
+
+def test_b_pre_init_mean_centres_the_pre_activations_on_the_training_rows(tmp_path):
+    x, y = clustered()
+    x = x + 0.5  # a shared offset, as anisotropic embeddings have
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    cfg = Config.from_dict({"output_dir": str(tmp_path / "r"), "head": {"hidden": 64, "k": 2, "b_pre_init": "mean"}})
+    trainer = Trainer(cfg, TrainingData(x, y))
+    head = trainer.build_head(x.shape[1])
+    trainer.initialise_head(head, x)
+    torch.testing.assert_close(head.b_pre.detach(), torch.from_numpy(x.mean(0)), rtol=0, atol=1e-6)
+    pre = head.pre_activations(torch.from_numpy(x)).detach()
+    assert pre.mean(0).abs().max() < 1e-5 < pre.std(0).min()
+    with pytest.raises(ConfigError, match="b_pre_init=mean needs"):
+        trainer.initialise_head(head, ["texts", "not", "embeddings"])
+
+
+def test_dead_window_in_expected_firings_sets_dead_steps(tmp_path):
+    """f · h / (batch · k) steps, rounded up: 0.6 · 1536 / (128 · 2) = 3.6 → 4; 0 keeps head.dead_steps."""
+    x, y = clustered(n=50)
+    for firings, want in ((0.6, 4), (10.0, 60), (0.0, 100)):
+        cfg = Config.from_dict({"head": {"hidden": 1536, "k": 2, "dead_window_firings": firings}})
+        assert Trainer(cfg, TrainingData(x, y)).build_head(32).config.dead_steps == want
+
+
+def test_balancing_spreads_usage_and_resumes_exactly(tmp_path, monkeypatch):
+    """head.balance_rate moves b_lat by the sign rule after every step (its shift is checkpointed: an interrupted
+    run resumes bit-exact) and leaves more latents in use than the same run without it."""
+    x, y = clustered()
+
+    def run(name, rate, **train):
+        cfg = config(tmp_path, name, anneal=False, **train)
+        cfg.head.balance_rate = rate
+        return Trainer(cfg, TrainingData(x, y)).fit()
+
+    def n_live(head):
+        return len(torch.unique(head.encode(torch.from_numpy(x)).indices))
+
+    plain, balanced = run("plain", 0.0), run("balanced", 0.01)
+    assert n_live(balanced) > n_live(plain)
+    assert (tmp_path / "balanced" / "step_000030" / "balancer.module.safetensors").is_file()
+
+    real_step_loss, calls = objectives.step_loss, []
+
+    def crashing_step_loss(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 15:
+            raise RuntimeError("simulated crash")
+        return real_step_loss(*args, **kwargs)
+
+    monkeypatch.setattr(objectives, "step_loss", crashing_step_loss)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run("b", 0.01)
+    monkeypatch.setattr(objectives, "step_loss", real_step_loss)
+    resumed = run("b", 0.01, resume=True)
+    for (name, a), (_, b) in zip(balanced.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_subclusters_refine_the_labels_the_contrastive_loss_sees(tmp_path):
+    x, y = clustered(n=200, classes=2)
+    cfg = config(tmp_path, subclusters=3)
+    source, labels = Trainer(cfg, TrainingData(x, y)).training_rows()
+    assert len(np.unique(labels)) == 6
+    assert all(len(np.unique(y[labels == c])) == 1 for c in np.unique(labels))  # sub-classes never mix classes
