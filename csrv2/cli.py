@@ -24,11 +24,12 @@ from pathlib import Path
 
 import torch
 
-from csrv2 import assets, prepare
+from csrv2 import assets, prepare, strict
 from csrv2.catalog import get_task, list_tasks
 from csrv2.config import Config
 from csrv2.experiments.bench import BenchConfig
 from csrv2.experiments.bench import run as run_bench
+from csrv2.experiments.folds import FoldsConfig, run_folds
 from csrv2.experiments.grid import GridConfig, run_grid
 from csrv2.head import SparseHead
 from csrv2.run_eval import evaluate_run, format_results
@@ -90,7 +91,13 @@ def cmd_train(args) -> None:
 def cmd_eval(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
-    grid = GridConfig.from_yaml(find_config(args.config), args.overrides)
+    path = find_config(args.config)
+    if "folds" in (strict.read_yaml(path) or {}):  # the fold protocol: general heads scored on unseen tasks
+        folds = FoldsConfig.from_yaml(path, args.overrides)
+        run_folds(folds, log=lambda line: print(line, flush=True))
+        print((Path(folds.output_dir) / "table.md").read_text())
+        return
+    grid = GridConfig.from_yaml(path, args.overrides)
     start = time.perf_counter()
     run_grid(grid, log=lambda line: print(line, flush=True))
     out = Path(grid.output_dir)

@@ -1,0 +1,268 @@
+"""One general head per fold of tasks, scored on the tasks it trained on and on the tasks it never saw.
+
+    folds YAML ─ FoldsConfig.from_yaml ─→ FoldsConfig   (base: the csrv2 Config every arm starts from)
+    every task of every fold: prepare_task (cached; training rows capped at max_per_task, seed 0 — the rows a
+                              mixture trains on) → EmbeddedTask + TrainingData
+    for each training fold F, arm, seed:
+        head = Trainer(base + arm overrides, data.mixture = F's trainable tasks)      (reused when finished)
+        scored at every k on every task → records {arm, fold: F, task, held_out, k, seed, score, ...}
+        usage at every k on U(G) for each other fold G: G's evaluation texts and retrieval corpora, every row that
+            is scored except the classifier's training rows → {dead_pct, n_eff, postings_fraction, rare_pct, rows}
+    references: "dense" (the backbone, once per task), "per-task" (one head per trainable task of F, trained on that
+        task alone with the base recipe: in-mixture rows only), "random" (an untrained head centred on F's
+        mixture: what usage looks like before any training)
+    → folds_report.write_outputs: results.json, table.md, after every arm
+
+A task is in-mixture for F when F's mixture trained on it, held-out when it belongs to another fold; a test-only task
+of F (nothing to train on) is neither for F's heads. Runs live in <output_dir>/heads/<arm>/<F>/seed<s>/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from csrv2 import strict
+from csrv2.config import Config
+from csrv2.evaluate import DenseFeaturizer, SparseFeaturizer, evaluate_task
+from csrv2.experiments.folds_report import write_outputs
+from csrv2.experiments.grid import Log, load_or_train
+from csrv2.head import SparseHead
+from csrv2.prepare import PreparedTask, check_inputs, mixture_training_data, prepare_task
+from csrv2.strict import ConfigError
+from csrv2.tasks import ROLES
+from csrv2.usage import latent_counts, usage_stats
+
+REFERENCES = ("dense", "per-task", "random")
+NOT_USAGE_ROLES = {"train"}  # a classification task's `train` role is its classifier's training rows, not U
+
+
+@dataclass
+class FoldsConfig:
+    output_dir: str = "runs/live-latents"
+    """Run folder: results.json, table.md and every trained head."""
+    folds: dict[str, list[str]] = field(default_factory=dict)
+    """Fold name → its tasks. Tasks that share documents belong in one fold; every task type in each, where it can."""
+    train_folds: list[str] = field(default_factory=list)
+    """Folds to train on (each scored against all the others); empty → every fold."""
+    arms: dict[str, list[str]] = field(default_factory=dict)
+    """Arm name → dotted overrides of `base` (e.g. {csr: ["train.objective=csr"]}); each trains one general head per
+    training fold and seed."""
+    references: list[str] = field(default_factory=lambda: list(REFERENCES))
+    """Reference rows: dense, per-task (one head per task of the fold), random (untrained, centred)."""
+    ks: list[int] = field(default_factory=lambda: [2, 4, 8])
+    """Sparsity levels scored (every head trains at base.head.k)."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """Training seeds of every arm and of the per-task reference."""
+    max_per_task: int = 8000
+    """Training rows per task (seed-0 draw; also the classifier's fit rows); sets base.data.max_per_task."""
+    max_eval: int = 3000
+    """Rows per evaluation role (never the retrieval corpus); 0 → all."""
+    clustering_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """k-means seeds averaged for clustering V-measure."""
+    min_usage_activations: int = 20
+    """U must hold at least this many activations per latent at the smallest k (N_U · k ≥ this · h), or the usage
+    record says it is too small to read dead latents from."""
+    base: Config = field(default_factory=Config)
+    """The csrv2 Config every arm starts from (YAML: only its differences from the defaults)."""
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> FoldsConfig:
+        return strict.load(cls, path, overrides)
+
+    def validate(self) -> None:
+        if len(self.folds) < 2:
+            raise ConfigError(f"folds: need at least two folds (train on one, score the others), got {len(self.folds)}")
+        seen: dict[str, str] = {}
+        for fold, tasks in self.folds.items():
+            if not tasks:
+                raise ConfigError(f"folds.{fold} is empty")
+            for task in tasks:
+                if task in seen:
+                    raise ConfigError(f"task {task!r} is in folds {seen[task]} and {fold}: a task belongs to one fold")
+                seen[task] = fold
+        bad = [f for f in self.train_folds if f not in self.folds]
+        if bad:
+            raise ConfigError(f"train_folds {bad} are not folds ({', '.join(self.folds)})")
+        bad = [r for r in self.references if r not in REFERENCES]
+        if bad:
+            raise ConfigError(f"references {bad} unknown; valid: {', '.join(REFERENCES)}")
+        clash = [a for a in self.arms if a in REFERENCES]
+        if clash:
+            raise ConfigError(f"arms {clash} take the name of a reference row; rename them")
+        if not self.ks or any(k < 1 for k in self.ks) or not self.seeds:
+            raise ConfigError(f"ks must be positive and seeds non-empty, got ks={self.ks}, seeds={self.seeds}")
+        for arm in self.arms:
+            self.arm_config(arm, next(iter(self.folds)), self.seeds[0], ["task"])  # a bad override fails at load
+
+    def arm_config(self, arm: str, fold: str, seed: int, mixture: list[str]) -> Config:
+        raw = strict.apply_overrides(self.base.to_dict(), self.arms.get(arm, []))
+        raw["train"]["seed"] = seed
+        raw["data"].update(mixture=list(mixture), task="", max_per_task=self.max_per_task)
+        raw["eval"]["ks"] = list(self.ks)
+        raw["output_dir"] = str(Path(self.output_dir) / "heads" / arm / fold / f"seed{seed}")
+        try:
+            return Config.from_dict(raw)
+        except ConfigError as err:
+            raise ConfigError(f"arms.{arm}: {err}") from None
+
+
+def run_folds(cfg: FoldsConfig, log: Log = print) -> dict:
+    """Train and score every arm and reference (module docstring). Returns {"records": [...]}, as in results.json."""
+    cfg.validate()
+    started = time.perf_counter()
+    names = [task for tasks in cfg.folds.values() for task in tasks]
+    base = dataclasses.replace(cfg.base, eval=dataclasses.replace(cfg.base.eval, tasks=names))
+    check_inputs(base)
+    prepared = {}
+    for name in names:
+        t0 = time.perf_counter()
+        prepared[name] = _prepare(name, cfg)
+        train = prepared[name].train
+        log(
+            f"[{name}] {prepared[name].task.type}: {0 if train is None else len(train)} training rows ({time.perf_counter() - t0:.0f}s)"
+        )
+    corpora = {fold: _usage_corpus(fold, tasks, prepared) for fold, tasks in cfg.folds.items()}
+    records: list[dict] = []
+
+    def save():
+        write_outputs(cfg.output_dir, dataclasses.asdict(cfg), records, time.perf_counter() - started)
+
+    if "dense" in cfg.references:
+        for name in names:
+            res = evaluate_task(prepared[name].task, DenseFeaturizer(), cfg.ks, cfg.clustering_seeds)[None]
+            records.append(_record(cfg, "dense", None, name, prepared, None, None, res["score"]))
+        save()
+    for fold in cfg.train_folds or list(cfg.folds):
+        mixture = [t for t in cfg.folds[fold] if prepared[t].train is not None and _trainable(prepared[t])]
+        for seed in cfg.seeds:
+            if "random" in cfg.references:
+                config = cfg.arm_config("random", fold, seed, mixture)
+                records += _score_head(cfg, "random", fold, seed, _centred_untrained(config), prepared, corpora, 0.0)
+                log(_summary(records, "random", fold, seed))
+            if "per-task" in cfg.references:
+                for task in mixture:
+                    config = _per_task_config(cfg, task, seed)
+                    head, train_s = load_or_train(config, prepared[task].train)
+                    records += _score_head(cfg, "per-task", fold, seed, head, {task: prepared[task]}, {}, train_s)
+                log(_summary(records, "per-task", fold, seed))
+                save()
+            for arm in cfg.arms:
+                config = cfg.arm_config(arm, fold, seed, mixture)
+                head, train_s = load_or_train(config, mixture_training_data(config))
+                records += _score_head(cfg, arm, fold, seed, head, prepared, corpora, train_s)
+                log(_summary(records, arm, fold, seed))
+                save()
+    save()
+    return {"records": records}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+def _prepare(name: str, cfg: FoldsConfig) -> PreparedTask:
+    """The task's evaluation split and (when it has a train split) the training rows a mixture draws from it."""
+    try:
+        return prepare_task(name, cfg.base, cfg.max_per_task, cfg.max_eval, seed=0, for_training=True)
+    except ValueError as err:
+        if "can be scored but not trained on" not in str(err):
+            raise
+        return prepare_task(name, cfg.base, cfg.max_per_task, cfg.max_eval, seed=0, for_training=False)
+
+
+def _trainable(p: PreparedTask) -> bool:
+    return p.train.embeddings is not None and len(np.unique(p.train.labels)) > 1
+
+
+def _usage_corpus(fold: str, tasks: list[str], prepared: dict[str, PreparedTask]) -> np.ndarray:
+    """U(fold): every scored embedding row of the fold's tasks except classifier training rows, duplicates removed
+    (a retrieval corpus shared by train and test queries counts once). (N_U, d) float32."""
+    parts = [
+        np.asarray(prepared[t].task.arrays[role], dtype=np.float32)
+        for t in tasks
+        for role in ROLES[prepared[t].task.type]
+        if role not in NOT_USAGE_ROLES
+    ]
+    return np.unique(np.concatenate(parts), axis=0)
+
+
+def _centred_untrained(config: Config) -> SparseHead:
+    """The random reference: a head as the trainer initialises it (seeded), b_pre at the mixture mean, no step."""
+    data = mixture_training_data(config)
+    torch.manual_seed(config.train.seed)
+    head = SparseHead.from_config(data.embeddings.shape[1], config.head)
+    head.center(torch.from_numpy(np.asarray(data.embeddings, dtype=np.float64).mean(0)))
+    return head.eval()
+
+
+def _per_task_config(cfg: FoldsConfig, task: str, seed: int) -> Config:
+    """The per-task reference: the base recipe (no arm overrides) on one task's capped rows (the mixture's)."""
+    raw = cfg.base.to_dict()
+    raw["train"]["seed"] = seed
+    raw["data"].update(mixture=[], task=task)
+    raw["eval"]["ks"] = list(cfg.ks)
+    raw["output_dir"] = str(Path(cfg.output_dir) / "heads" / "per-task" / task / f"seed{seed}")
+    return Config.from_dict(raw)
+
+
+@torch.no_grad()
+def _score_head(cfg, arm, fold, seed, head, prepared, corpora, train_s) -> list[dict]:
+    head = head.cpu().eval()
+    t0 = time.perf_counter()
+    records = []
+    for name, p in prepared.items():
+        res = evaluate_task(p.task, SparseFeaturizer(head), cfg.ks, cfg.clustering_seeds)
+        for k in cfg.ks:
+            records.append(_record(cfg, arm, fold, name, prepared, seed, k, res[k]["score"], train_s=train_s))
+    for other, u in corpora.items():
+        if other == fold:
+            continue
+        codes = [head.encode(torch.from_numpy(u[i : i + 8192]), max(cfg.ks)) for i in range(0, len(u), 8192)]
+        indices = np.concatenate([c.indices.numpy() for c in codes])  # (N_U, k_max), sorted by value
+        values = np.concatenate([c.values.numpy() for c in codes])
+        for k in cfg.ks:
+            stats = usage_stats(latent_counts(indices[:, :k], values[:, :k], head.hidden), k, rows=len(u))
+            stats["enough_rows"] = len(u) * min(cfg.ks) >= cfg.min_usage_activations * head.hidden
+            records.append({"kind": "usage", "arm": arm, "fold": fold, "corpus": other, "seed": seed, "k": k, **stats})
+    for r in records:
+        r.setdefault("eval_s", (time.perf_counter() - t0) / max(1, len(records)))
+    return records
+
+
+def _record(cfg, arm, fold, task, prepared, seed, k, score, **extra) -> dict:
+    home = next(f for f, tasks in cfg.folds.items() if task in tasks)
+    trained_on = fold is not None and home == fold and prepared[task].train is not None
+    held_out = fold is not None and home != fold
+    return {
+        "kind": "score",
+        "arm": arm,
+        "fold": fold,
+        "task": task,
+        "task_fold": home,
+        "type": prepared[task].task.type,
+        "in_mixture": trained_on,
+        "held_out": held_out,
+        "seed": seed,
+        "k": k,
+        "score": score,
+        **extra,
+    }
+
+
+def _summary(records: list[dict], arm: str, fold: str, seed: int) -> str:
+    mine = [r for r in records if r["arm"] == arm and r["fold"] == fold and r["seed"] == seed]
+    parts = []
+    for k in sorted({r["k"] for r in mine if r["kind"] == "score"}):
+        held = [r["score"] for r in mine if r["kind"] == "score" and r["k"] == k and r["held_out"]]
+        inside = [r["score"] for r in mine if r["kind"] == "score" and r["k"] == k and r["in_mixture"]]
+        usage = [r for r in mine if r["kind"] == "usage" and r["k"] == k]
+        text = f"k={k}: in {100 * np.mean(inside):.1f}" if inside else f"k={k}:"
+        if held:
+            text += f" held-out {100 * np.mean(held):.1f}"
+        if usage:
+            text += f" dead@U {usage[0]['dead_pct']:.0f}% n_eff {usage[0]['n_eff']:.0f}"
+        parts.append(text)
+    return f"[{arm} on {fold}, seed {seed}] " + " | ".join(parts)

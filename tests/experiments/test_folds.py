@@ -1,0 +1,143 @@
+"""The fold protocol (csrv2.experiments.folds) on small CSV tasks with a bag-of-words fake encoder.
+
+Checks against values computed outside the protocol: which tasks are in-mixture / held-out, the dense reference
+against evaluate_task called directly, usage against codes recomputed from the saved head, reuse of finished heads.
+"""
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from csrv2 import embeddings
+from csrv2.evaluate import DenseFeaturizer, evaluate_task
+from csrv2.experiments.folds import FoldsConfig, run_folds
+from csrv2.head import SparseHead
+from csrv2.prepare import prepare_task
+from csrv2.strict import ConfigError
+from csrv2.usage import latent_counts, usage_stats
+
+TOPICS = ["cats", "stocks", "rain", "chess", "bread", "trains"]
+
+
+class WordsEncoder:
+    """16-d unit vectors: the normalised sum of one fixed random vector per word (words of a topic share vectors)."""
+
+    dim = 16
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def encode(self, texts, kind="document"):
+        rows = []
+        for text in texts:
+            v = np.zeros(16)
+            for word in text.split():
+                v += np.random.default_rng(zlib.crc32(word.encode())).standard_normal(16)
+            rows.append(v / np.linalg.norm(v))
+        return np.asarray(rows, dtype=np.float32)
+
+
+def write_task(folder, name, topics, kind):
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    rows = ["text,label"]
+    for i in range(60):
+        t = i % len(topics)
+        rows.append(f"{topics[t]} {topics[t]} note{rng.integers(0, 40)} {name},{t}")
+    (folder / f"{name}.csv").write_text("\n".join(rows) + "\n")
+    return {"name": name, "type": kind, "path": str(folder / f"{name}.csv"), "test_fraction": 0.3}
+
+
+@pytest.fixture
+def folds_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("CSRV2_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(embeddings, "get_encoder", lambda cfg: WordsEncoder(cfg))
+    tasks = [
+        write_task(tmp_path, "a-cls", TOPICS[:3], "classification"),
+        write_task(tmp_path, "a-clu", TOPICS[:3], "clustering"),
+        write_task(tmp_path, "b-cls", TOPICS[3:], "classification"),
+        write_task(tmp_path, "b-clu", TOPICS[3:], "clustering"),
+    ]
+    raw = {
+        "output_dir": str(tmp_path / "out"),
+        "folds": {"A": ["a-cls", "a-clu"], "B": ["b-cls", "b-clu"]},
+        "arms": {"recipe": [], "csr": ["train.objective=csr"]},
+        "ks": [1, 2],
+        "max_per_task": 30,
+        "clustering_seeds": [0],
+        "min_usage_activations": 1,
+        "base": {
+            "head": {"hidden": 32, "k": 2, "k_aux": 8, "dead_steps": 5},
+            "train": {"epochs": 2, "batch_size": 16, "log_every": 5},
+            "data": {"tasks": tasks},
+        },
+    }
+    path = tmp_path / "folds.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return FoldsConfig.from_yaml(path)
+
+
+def test_every_head_is_scored_in_and_out_of_its_fold_with_usage_on_the_other_folds_corpus(folds_config):
+    cfg = folds_config
+    records = run_folds(cfg, log=lambda line: None)["records"]
+    scores = [r for r in records if r["kind"] == "score"]
+    recipe_a = [r for r in scores if r["arm"] == "recipe" and r["fold"] == "A"]
+    assert {(r["task"], r["in_mixture"], r["held_out"]) for r in recipe_a} == {
+        ("a-cls", True, False),
+        ("a-clu", True, False),
+        ("b-cls", False, True),
+        ("b-clu", False, True),
+    }
+    per_task = {r["task"] for r in scores if r["arm"] == "per-task"}
+    assert per_task == {"a-cls", "a-clu", "b-cls", "b-clu"}  # each scored on its own task only
+    assert all(r["in_mixture"] for r in scores if r["arm"] == "per-task")
+
+    # dense: evaluate_task called directly on the same prepared task
+    prepared = prepare_task("b-cls", cfg.base, cfg.max_per_task, cfg.max_eval, seed=0)
+    direct = evaluate_task(prepared.task, DenseFeaturizer(), cfg.ks, cfg.clustering_seeds)[None]["score"]
+    assert [r["score"] for r in scores if r["arm"] == "dense" and r["task"] == "b-cls"] == [direct]
+
+    # usage of the A head on B's corpus, recomputed from the saved head: B's test texts (clustering and
+    # classification test rows), never B's classifier training rows
+    head = SparseHead.from_pretrained(f"{cfg.output_dir}/heads/recipe/A/seed0")
+    u = np.unique(
+        np.concatenate(
+            [
+                np.asarray(prepare_task(n, cfg.base, cfg.max_per_task, cfg.max_eval).task.arrays["test"])
+                for n in ("b-cls", "b-clu")
+            ]
+        ),
+        axis=0,
+    )
+    codes = head.encode(torch.from_numpy(u), 2)
+    want = usage_stats(latent_counts(codes.indices.numpy(), codes.values.detach().numpy(), 32), 2, rows=len(u))
+    got = next(r for r in records if r["kind"] == "usage" and r["arm"] == "recipe" and r["fold"] == "A" and r["k"] == 2)
+    assert got["corpus"] == "B" and got["rows"] == len(u) > 30
+    for key in ("dead_pct", "n_eff", "postings_fraction", "rare_pct"):
+        assert got[key] == pytest.approx(want[key]), key
+
+    # outputs: the summary's held-out mean is the mean of the held-out records
+    results = json.loads((Path(cfg.output_dir) / "results.json").read_text())
+    held = np.mean([r["score"] for r in recipe_a if r["held_out"] and r["k"] == 1])
+    assert results["summary"]["recipe"]["A"]["held"]["1"] == pytest.approx(100 * held)
+    table = (Path(cfg.output_dir) / "table.md").read_text()
+    assert "trained on fold A" in table and "mean over training folds" in table and "| recipe |" in table
+
+    # a second run reuses every finished head
+    again = run_folds(cfg, log=lambda line: None)["records"]
+    assert all(r.get("train_s", 0.0) == 0.0 for r in again if r["kind"] == "score")
+
+
+def test_a_task_in_two_folds_or_a_bad_arm_is_refused(folds_config):
+    cfg = folds_config
+    cfg.folds["B"].append("a-cls")
+    with pytest.raises(ConfigError, match="'a-cls' is in folds A and B"):
+        cfg.validate()
+    cfg.folds["B"].pop()
+    cfg.arms["bad"] = ["train.nope=1"]
+    with pytest.raises(ConfigError, match="arms.bad"):
+        cfg.validate()
