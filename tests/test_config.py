@@ -6,6 +6,7 @@ import pytest
 
 from csrv2.config import Config
 from csrv2.experiments.bench import BenchConfig
+from csrv2.experiments.folds import FoldsConfig
 from csrv2.experiments.grid import GridConfig
 from csrv2.strict import ConfigError, field_docs
 
@@ -20,12 +21,16 @@ def loader_for(path: Path):
         return BenchConfig.from_yaml
     if family == "paper":
         return GridConfig.from_yaml
+    if family == "research":
+        return FoldsConfig.from_yaml
     return Config.from_yaml
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(CONFIG_ROOT)) for p in CONFIGS])
 def test_every_config_file_loads(path):
-    loader_for(path)(path)
+    config = loader_for(path)(path)
+    if isinstance(config, FoldsConfig):
+        config.validate()  # builds every arm's Config
 
 
 def test_overrides_and_types(tmp_path):

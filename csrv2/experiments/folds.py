@@ -33,7 +33,8 @@ from csrv2.evaluate import DenseFeaturizer, SparseFeaturizer, evaluate_task
 from csrv2.experiments.folds_report import write_outputs
 from csrv2.experiments.grid import Log, load_or_train
 from csrv2.head import SparseHead
-from csrv2.prepare import PreparedTask, check_inputs, mixture_training_data, prepare_task
+from csrv2.metrics import read_metrics
+from csrv2.prepare import PreparedTask, TrainingData, check_inputs, mixture_training_data, prepare_task
 from csrv2.strict import ConfigError
 from csrv2.tasks import ROLES
 from csrv2.usage import latent_counts, usage_stats
@@ -65,6 +66,10 @@ class FoldsConfig:
     """Rows per evaluation role (never the retrieval corpus); 0 → all."""
     clustering_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """k-means seeds averaged for clustering V-measure."""
+    anisotropy: float = 0.0
+    """Simulate a more anisotropic backbone: every embedding x becomes (x + a·u) / ‖x + a·u‖ for one fixed random
+    unit vector u (seed 0). a = 1.2 takes MiniLM's mean pairwise cosine from ~0.3 to ~0.7, where e5-family models
+    sit. 0 → embeddings as the backbone gives them."""
     min_usage_activations: int = 20
     """U must hold at least this many activations per latent at the smallest k (N_U · k ≥ this · h), or the usage
     record says it is too small to read dead latents from."""
@@ -128,6 +133,8 @@ def run_folds(cfg: FoldsConfig, log: Log = print) -> dict:
             f"[{name}] {prepared[name].task.type}: {0 if train is None else len(train)} training rows ({time.perf_counter() - t0:.0f}s)"
         )
     corpora = {fold: _usage_corpus(fold, tasks, prepared) for fold, tasks in cfg.folds.items()}
+    for fold, u in corpora.items():
+        log(f"U({fold}): {len(u)} rows, mean pairwise cosine {mean_cosine(u):.2f}")
     records: list[dict] = []
 
     def save():
@@ -143,18 +150,20 @@ def run_folds(cfg: FoldsConfig, log: Log = print) -> dict:
         for seed in cfg.seeds:
             if "random" in cfg.references:
                 config = cfg.arm_config("random", fold, seed, mixture)
-                records += _score_head(cfg, "random", fold, seed, _centred_untrained(config), prepared, corpora, 0.0)
+                records += _score_head(
+                    cfg, "random", fold, seed, _centred_untrained(cfg, config), prepared, corpora, 0.0
+                )
                 log(_summary(records, "random", fold, seed))
             if "per-task" in cfg.references:
                 for task in mixture:
                     config = _per_task_config(cfg, task, seed)
-                    head, train_s = load_or_train(config, prepared[task].train)
+                    head, train_s = _train(config, prepared[task].train)
                     records += _score_head(cfg, "per-task", fold, seed, head, {task: prepared[task]}, {}, train_s)
                 log(_summary(records, "per-task", fold, seed))
                 save()
             for arm in cfg.arms:
                 config = cfg.arm_config(arm, fold, seed, mixture)
-                head, train_s = load_or_train(config, mixture_training_data(config))
+                head, train_s = _train(config, _mixture(cfg, config))
                 records += _score_head(cfg, arm, fold, seed, head, prepared, corpora, train_s)
                 log(_summary(records, arm, fold, seed))
                 save()
@@ -166,11 +175,45 @@ def run_folds(cfg: FoldsConfig, log: Log = print) -> dict:
 def _prepare(name: str, cfg: FoldsConfig) -> PreparedTask:
     """The task's evaluation split and (when it has a train split) the training rows a mixture draws from it."""
     try:
-        return prepare_task(name, cfg.base, cfg.max_per_task, cfg.max_eval, seed=0, for_training=True)
+        p = prepare_task(name, cfg.base, cfg.max_per_task, cfg.max_eval, seed=0, for_training=True)
     except ValueError as err:
         if "can be scored but not trained on" not in str(err):
             raise
-        return prepare_task(name, cfg.base, cfg.max_per_task, cfg.max_eval, seed=0, for_training=False)
+        p = prepare_task(name, cfg.base, cfg.max_per_task, cfg.max_eval, seed=0, for_training=False)
+    if not cfg.anisotropy:
+        return p
+    arrays = {role: skew(x, cfg.anisotropy) for role, x in p.task.arrays.items()}
+    train = (
+        None if p.train is None else dataclasses.replace(p.train, embeddings=skew(p.train.embeddings, cfg.anisotropy))
+    )
+    return PreparedTask(dataclasses.replace(p.task, arrays=arrays), train)
+
+
+def _mixture(cfg: FoldsConfig, config: Config) -> TrainingData:
+    data = mixture_training_data(config)
+    return dataclasses.replace(data, embeddings=skew(data.embeddings, cfg.anisotropy)) if cfg.anisotropy else data
+
+
+def skew(x: np.ndarray, a: float, seed: int = 0) -> np.ndarray:
+    """(N, d) unit rows → (x + a·u) / ‖x + a·u‖ with u a fixed random unit vector (the anisotropy option)."""
+    u = np.random.default_rng(seed).standard_normal(x.shape[1])
+    y = np.asarray(x, dtype=np.float32) + np.float32(a) * (u / np.linalg.norm(u)).astype(np.float32)
+    return y / np.linalg.norm(y, axis=1, keepdims=True)
+
+
+def mean_cosine(x: np.ndarray, rows: int = 2000, seed: int = 0) -> float:
+    """Mean pairwise cosine of (a sample of) unit rows x (N, d), pairs of distinct rows."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x[np.random.default_rng(seed).choice(len(x), min(rows, len(x)), replace=False)]
+    s = x.sum(0)
+    return float((s @ s - len(x)) / (len(x) * (len(x) - 1)))
+
+
+def _train(config: Config, data) -> tuple[SparseHead, float]:
+    """load_or_train, with the training loop's own seconds (metrics.jsonl) also for a head trained earlier."""
+    head, seconds = load_or_train(config, data)
+    lines = read_metrics(Path(config.output_dir) / "metrics.jsonl")
+    return head, float(lines[-1].get("elapsed_s", seconds)) if lines else seconds
 
 
 def _trainable(p: PreparedTask) -> bool:
@@ -189,9 +232,9 @@ def _usage_corpus(fold: str, tasks: list[str], prepared: dict[str, PreparedTask]
     return np.unique(np.concatenate(parts), axis=0)
 
 
-def _centred_untrained(config: Config) -> SparseHead:
+def _centred_untrained(cfg: FoldsConfig, config: Config) -> SparseHead:
     """The random reference: a head as the trainer initialises it (seeded), b_pre at the mixture mean, no step."""
-    data = mixture_training_data(config)
+    data = _mixture(cfg, config)
     torch.manual_seed(config.train.seed)
     head = SparseHead.from_config(data.embeddings.shape[1], config.head)
     head.center(torch.from_numpy(np.asarray(data.embeddings, dtype=np.float64).mean(0)))

@@ -15,7 +15,7 @@ import yaml
 
 from csrv2 import embeddings
 from csrv2.evaluate import DenseFeaturizer, evaluate_task
-from csrv2.experiments.folds import FoldsConfig, run_folds
+from csrv2.experiments.folds import FoldsConfig, mean_cosine, run_folds, skew
 from csrv2.head import SparseHead
 from csrv2.prepare import prepare_task
 from csrv2.strict import ConfigError
@@ -127,9 +127,11 @@ def test_every_head_is_scored_in_and_out_of_its_fold_with_usage_on_the_other_fol
     table = (Path(cfg.output_dir) / "table.md").read_text()
     assert "trained on fold A" in table and "mean over training folds" in table and "| recipe |" in table
 
-    # a second run reuses every finished head
+    # a second run reuses every finished head (and reports the seconds its training took)
+    before = {p: p.stat().st_mtime_ns for p in Path(cfg.output_dir, "heads").rglob("head.safetensors")}
     again = run_folds(cfg, log=lambda line: None)["records"]
-    assert all(r.get("train_s", 0.0) == 0.0 for r in again if r["kind"] == "score")
+    assert {p: p.stat().st_mtime_ns for p in Path(cfg.output_dir, "heads").rglob("head.safetensors")} == before
+    assert [r.get("train_s") for r in again] == [r.get("train_s") for r in records]
 
 
 def test_a_task_in_two_folds_or_a_bad_arm_is_refused(folds_config):
@@ -141,3 +143,15 @@ def test_a_task_in_two_folds_or_a_bad_arm_is_refused(folds_config):
     cfg.arms["bad"] = ["train.nope=1"]
     with pytest.raises(ConfigError, match="arms.bad"):
         cfg.validate()
+
+
+def test_skew_makes_rows_share_a_direction_and_mean_cosine_equals_the_pairwise_loop():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 64))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    naive = np.mean([x[i] @ x[j] for i in range(40) for j in range(40) if i != j])
+    assert mean_cosine(x) == pytest.approx(naive)
+    y = skew(x, 1.2)
+    assert np.allclose(np.linalg.norm(y, axis=1), 1, atol=1e-6)
+    # nearly orthogonal rows plus 1.2·u: cosines ≈ 1.44 / (1 + 1.44)
+    assert mean_cosine(y) == pytest.approx(1.44 / 2.44, abs=0.05) and mean_cosine(x) < 0.05
