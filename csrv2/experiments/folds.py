@@ -53,7 +53,7 @@ class FoldsConfig:
     """Folds to train on (each scored against all the others); empty → every fold."""
     arms: dict[str, list[str]] = field(default_factory=dict)
     """Arm name → dotted overrides of `base` (e.g. {csr: ["train.objective=csr"]}); each trains one general head per
-    training fold and seed."""
+    training fold and seed. In data.unlabeled, the name FOLD stands for the training fold's own tasks."""
     references: list[str] = field(default_factory=lambda: list(REFERENCES))
     """Reference rows: dense, per-task (one head per task of the fold), random (untrained, centred)."""
     ks: list[int] = field(default_factory=lambda: [2, 4, 8])
@@ -109,6 +109,8 @@ class FoldsConfig:
         raw = strict.apply_overrides(self.base.to_dict(), self.arms.get(arm, []))
         raw["train"]["seed"] = seed
         raw["data"].update(mixture=list(mixture), task="", max_per_task=self.max_per_task)
+        unlabeled = raw["data"].get("unlabeled") or []
+        raw["data"]["unlabeled"] = [t for name in unlabeled for t in (mixture if name == "FOLD" else [name])]
         raw["eval"]["ks"] = list(self.ks)
         raw["output_dir"] = str(Path(self.output_dir) / "heads" / arm / fold / f"seed{seed}")
         try:

@@ -136,6 +136,9 @@ def test_every_head_is_scored_in_and_out_of_its_fold_with_usage_on_the_other_fol
 
 def test_a_task_in_two_folds_or_a_bad_arm_is_refused(folds_config):
     cfg = folds_config
+    cfg.arms["unlabeled"] = ["data.unlabeled=[FOLD, b-clu]"]
+    config = cfg.arm_config("unlabeled", "A", 0, ["a-cls", "a-clu"])
+    assert config.data.unlabeled == ["a-cls", "a-clu", "b-clu"] and config.data.mixture == ["a-cls", "a-clu"]
     cfg.folds["B"].append("a-cls")
     with pytest.raises(ConfigError, match="'a-cls' is in folds A and B"):
         cfg.validate()
