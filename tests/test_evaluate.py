@@ -428,3 +428,87 @@ def test_normalize_rows_keeps_zero_rows_and_matches_between_dense_and_sparse():
     expected = [[0.6, 0.8], [0.0, 0.0], [1.0, 0.0]]
     np.testing.assert_allclose(normalize_rows(x), expected, rtol=1e-6)
     np.testing.assert_allclose(normalize_rows(scipy.sparse.csr_matrix(x)).toarray(), expected, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Against pytrec_eval (trec_eval's C code; what MTEB's retrieval scores use), when pytrec-eval-terrier is installed
+def trec_run(scores, doc_ids):
+    """(Q, N) scores → pytrec_eval's run {query id: {doc id: score}} (query ids q0, q1, ...)."""
+    return {f"q{q}": {doc_ids[d]: float(s) for d, s in enumerate(row)} for q, row in enumerate(scores)}
+
+
+def test_ndcg_at_10_equals_pytrec_eval_on_untied_graded_data():
+    """Random untied scores, 12 queries × 60 documents, gains 1–3 (some judged 0): csrv2's mean nDCG@10 equals the mean
+    of pytrec_eval's ndcg_cut_10, and so does retrieval_ndcg on cosine (dense and CSR), to 1e-6."""
+    pytrec_eval = pytest.importorskip("pytrec_eval", reason="needs pytrec-eval-terrier (pip install csrv2[mteb])")
+    rng = np.random.default_rng(11)
+    n_q, n_d = 12, 60
+    ids = [f"d{d}" for d in range(n_d)]
+    relevance = []
+    for _ in range(n_q):
+        judged = rng.choice(n_d, rng.integers(2, 15), replace=False)
+        rel = {int(d): float(rng.integers(0, 4)) for d in judged}
+        rel[int(judged[0])] = float(rng.integers(1, 4))  # at least one relevant document per query
+        relevance.append(rel)
+    qrels = {f"q{q}": {ids[d]: int(g) for d, g in rel.items()} for q, rel in enumerate(relevance)}
+    evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"})
+
+    scores = rng.standard_normal((n_q, n_d))
+    assert len(np.unique(scores)) == scores.size
+    per_query = evaluator.evaluate(trec_run(scores, ids))
+    expected = np.mean([per_query[f"q{q}"]["ndcg_cut_10"] for q in range(n_q)])
+    assert 0.05 < expected < 0.95
+    assert ndcg_at_k(scores, relevance, 10) == pytest.approx(expected, abs=1e-6)
+
+    queries, docs = rng.standard_normal((n_q, 8)), rng.standard_normal((n_d, 8))
+    cos = unit(queries) @ unit(docs).T
+    per_query = evaluator.evaluate(trec_run(cos, ids))
+    expected = np.mean([per_query[f"q{q}"]["ndcg_cut_10"] for q in range(n_q)])
+    assert retrieval_ndcg(queries, docs, relevance, chunk=5) == pytest.approx(expected, abs=1e-6)
+    keep = np.arange(8) >= 4  # zeros only in columns 0–3: every pair still overlaps, so cosines stay untied
+    sparse_q = scipy.sparse.csr_matrix(np.where(keep | (rng.random(queries.shape) < 0.5), queries, 0.0))
+    sparse_d = scipy.sparse.csr_matrix(np.where(keep | (rng.random(docs.shape) < 0.5), docs, 0.0))
+    cos = cosine_of(sparse_q.toarray(), sparse_d.toarray())
+    assert all(len(np.unique(row.round(6))) == n_d for row in cos)  # still untied within each query
+    per_query = evaluator.evaluate(trec_run(cos, ids))
+    expected = np.mean([per_query[f"q{q}"]["ndcg_cut_10"] for q in range(n_q)])
+    assert retrieval_ndcg(sparse_q, sparse_d, relevance) == pytest.approx(expected, abs=1e-6)
+
+
+def cosine_of(a, b):
+    return unit(a) @ unit(b).T
+
+
+def test_reranking_map_equals_pytrec_eval_map_on_untied_data():
+    """Each query ranks its own candidate list (8–20 of 80 documents, binary judgements on all of them): csrv2's MAP
+    equals the mean of pytrec_eval's map over the same runs, to 1e-6 (no ties, so sklearn's AP is trec_eval's AP)."""
+    pytrec_eval = pytest.importorskip("pytrec_eval", reason="needs pytrec-eval-terrier (pip install csrv2[mteb])")
+    rng = np.random.default_rng(12)
+    queries, docs = rng.standard_normal((10, 6)), rng.standard_normal((80, 6))
+    groups, qrels, run = [], {}, {}
+    for q in range(10):
+        rows = rng.choice(80, rng.integers(8, 21), replace=False)
+        relevant = rng.random(len(rows)) < 0.35
+        relevant[0], relevant[1] = True, False
+        groups.append((q, rows, relevant))
+        cos = unit(docs[rows]) @ unit(queries[q : q + 1]).ravel()
+        qrels[f"q{q}"] = {f"d{d}": int(r) for d, r in zip(rows, relevant)}
+        run[f"q{q}"] = {f"d{d}": float(c) for d, c in zip(rows, cos)}
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, {"map"}).evaluate(run)
+    expected = np.mean([per_query[f"q{q}"]["map"] for q in range(10)])
+    assert 0.2 < expected < 0.95
+    assert reranking_map(queries, docs, groups) == pytest.approx(expected, abs=1e-6)
+
+
+def test_ties_are_where_csrv2_and_pytrec_eval_part():
+    """With tied scores trec_eval orders documents by id, descending; csrv2 by corpus row, ascending. All scores tied,
+    relevant document in row 1 of 12: csrv2 puts it at rank 2, pytrec_eval (ids d00…d11) at rank 11 (outside the
+    top 10: nDCG 0). Ids that sort the other way round (row r → id d{11 - r}) make the two agree."""
+    pytrec_eval = pytest.importorskip("pytrec_eval", reason="needs pytrec-eval-terrier (pip install csrv2[mteb])")
+    scores = np.zeros((1, 12))
+    relevance = [{1: 1.0}]
+    assert ndcg_at_k(scores, relevance, 10) == pytest.approx(1 / math.log2(3))
+    for ids, expected in (([f"d{r:02d}" for r in range(12)], 0.0), ([f"d{11 - r:02d}" for r in range(12)], None)):
+        qrels = {"q0": {ids[1]: 1}}
+        got = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(trec_run(scores, ids))["q0"]
+        assert got["ndcg_cut_10"] == pytest.approx(ndcg_at_k(scores, relevance, 10) if expected is None else expected)

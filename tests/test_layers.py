@@ -45,7 +45,7 @@ LAYERS = {
     ],
     3: ["assets", "taskfiles", "catalog", "backbones"],
     4: ["embeddings", "arrays", "prepare", "finetune", "checkpoint", "objectives", "metrics", "safeguards", "model"],
-    5: ["trainer", "run_eval", "export"],
+    5: ["trainer", "run_eval", "export", "mteb"],
     6: ["experiments", "cli"],  # experiments: every module of the csrv2.experiments package
 }
 LAYER_OF = {name: layer for layer, names in LAYERS.items() for name in names}
