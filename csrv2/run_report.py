@@ -79,6 +79,10 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
+def _shown(value) -> str:
+    return '""' if value == "" else str(value)  # an empty string stays visible in a table cell
+
+
 def _differing(records: list[dict]) -> list[tuple[str, list]]:
     """(dotted key, values per run) for every key whose value is not the same in all the flattened records."""
     flat = [flatten(r) for r in records]
@@ -124,7 +128,7 @@ def compare_runs(run_dirs: list[str | Path]) -> str:
         c.pop("output_dir")  # differs for every pair of runs; the columns already name them
     lines += ["", "## Config keys that differ (config.yaml)", ""]
     diff = _differing(configs)
-    lines += _table(["key", *names], [[k, *map(str, v)] for k, v in diff]) if diff else ["None: the same config."]
+    lines += _table(["key", *names], [[k, *map(_shown, v)] for k, v in diff]) if diff else ["None: the same config."]
 
     # Where each run came from: the code and packages of its last session, and what it trained on.
     records = []
@@ -139,5 +143,5 @@ def compare_runs(run_dirs: list[str | Path]) -> str:
         )
     lines += ["", "## Recorded differences (run.json: last session; data.json)", ""]
     diff = _differing(records)
-    lines += _table(["key", *names], [[k, *map(str, v)] for k, v in diff]) if diff else ["None."]
+    lines += _table(["key", *names], [[k, *map(_shown, v)] for k, v in diff]) if diff else ["None."]
     return "\n".join(lines) + "\n"
