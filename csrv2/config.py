@@ -170,6 +170,9 @@ class TrainConfig:
     """Steps between checkpoints (a final one is always written)."""
     keep_checkpoints: int = 2
     """Most recent checkpoints kept in the run folder."""
+    report_to: list[Literal["tensorboard"]] = field(default_factory=list)
+    """Also send every metrics.jsonl line to these writers: tensorboard (<output_dir>/tensorboard/, needs the
+    tensorboard extra: pip install 'csrv2[tensorboard]'). Empty → metrics.jsonl only."""
     resume: bool = False
     """Continue from the last complete checkpoint in output_dir."""
     device: str = "auto"

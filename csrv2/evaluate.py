@@ -304,10 +304,15 @@ def score_features(
 
 
 def evaluate_task(
-    task: EmbeddedTask, featurizer: Featurizer, ks: Sequence[int], clustering_seeds: Sequence[int] = (0, 1, 2)
+    task: EmbeddedTask,
+    featurizer: Featurizer,
+    ks: Sequence[int],
+    clustering_seeds: Sequence[int] = (0, 1, 2),
+    on_score: Callable[[int | None], None] | None = None,
 ) -> dict:
     """Score `task` at every k from one transform per role. Returns {k: {"score": float, "stats": {...} | None}};
-    a dense featurizer returns a single entry under key None."""
+    a dense featurizer returns a single entry under key None. on_score(k) is called after each k is scored
+    (a progress bar)."""
     per_role = {role: featurizer.transform(task.arrays[role], ks) for role in ROLES[task.type]}
     keys = next(iter(per_role.values())).keys()
     q_role, d_role = STATS_ROLES[task.type]
@@ -316,4 +321,6 @@ def evaluate_task(
         feats = {role: per_role[role][k] for role in per_role}
         stats = sparsity_stats(feats[q_role], feats[d_role]) if featurizer.sparse else None
         out[k] = {"score": score_features(task, feats, clustering_seeds), "stats": stats}
+        if on_score is not None:
+            on_score(k)
     return out

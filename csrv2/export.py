@@ -41,7 +41,12 @@ def st_classes():
 
 def to_sentence_transformers(run_dir: str | Path, out_dir: str | Path) -> Path:
     """Write the run's head and backbone (csrv2.load's: a finetuned run's own) as a SparseEncoder folder; returns it.
-    The folder appears complete or not at all (an existing one is replaced). Text backbones only."""
+    The folder appears complete or not at all (an existing one is replaced). Text backbones only. out_dir must lie
+    outside run_dir: replacing it would delete the run (and sentence-transformers' README.md would take the place of
+    the run's own model card)."""
+    run, out = Path(run_dir).resolve(), Path(out_dir).resolve()
+    if out == run or run in out.parents or out in run.parents:
+        raise ValueError(f"out_dir {out_dir} overlaps the run folder {run_dir}: export to a folder outside the run")
     model = load(run_dir, device="cpu")
     cfg = model.backbone_config
     if cfg.kind != "text":

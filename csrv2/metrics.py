@@ -1,4 +1,8 @@
-"""metrics.jsonl: one JSON line per logged step of a run (every loss part, k_t, lr, dead %, elapsed seconds)."""
+"""metrics.jsonl: one JSON line per logged step of a run (every loss part, k_t, lr, dead %, elapsed seconds).
+
+train.report_to sends the same lines to other writers as well: "tensorboard" → <run_dir>/tensorboard/ (event files,
+one scalar per key, at the line's step; needs the `tensorboard` extra: pip install 'csrv2[tensorboard]').
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,28 @@ import torch
 
 from csrv2 import distributed
 from csrv2.files import atomic_write_text
+from csrv2.strict import ConfigError
+
+TENSORBOARD_DIR = "tensorboard"  # in the run folder
+
+
+def tensorboard_writer_class():
+    """torch's SummaryWriter; a missing tensorboard package is a ConfigError naming the extra to install."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise ConfigError(
+            f"train.report_to=['tensorboard'] needs the tensorboard package ({err}): "
+            "pip install 'csrv2[tensorboard]' (or pip install tensorboard)"
+        ) from None
+    return SummaryWriter
 
 
 class MetricsLog:
     """metrics.jsonl: one line per logged step, each loss part averaged over the steps since the last line
     (and over ranks); only rank 0 writes."""
 
-    def __init__(self, path: Path, keep_until: int, world: distributed.World):
+    def __init__(self, path: Path, keep_until: int, world: distributed.World, report_to: list[str] | tuple = ()):
         self.path, self.world = path, world
         self.sums: dict[str, float] = {}
         self.count = 0
@@ -27,6 +46,11 @@ class MetricsLog:
         if world.is_main and path.exists():
             kept = [line for line in read_metrics(path) if line["step"] <= keep_until]
             atomic_write_text(path, "".join(json.dumps(line) + "\n" for line in kept))
+        self.writers = []
+        if world.is_main and "tensorboard" in report_to:
+            # purge_step: on resume, TensorBoard hides the events logged after the checkpoint, as the lines above go
+            purge = keep_until + 1 if keep_until > 0 else None
+            self.writers.append(tensorboard_writer_class()(str(path.parent / TENSORBOARD_DIR), purge_step=purge))
 
     def add(self, parts: dict[str, torch.Tensor]) -> dict[str, float]:
         """Accumulate one micro-batch's parts; returns them as floats."""
@@ -45,8 +69,18 @@ class MetricsLog:
         if self.world.is_main:
             with self.path.open("a") as f:
                 f.write(json.dumps(line) + "\n")
+            for writer in self.writers:
+                for key, value in line.items():
+                    if key != "step" and isinstance(value, int | float):
+                        writer.add_scalar(key, value, global_step=line.get("step"))
+                writer.flush()
         self.sums, self.count = {}, 0
         return line
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        self.writers = []
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -1,19 +1,24 @@
 """Score one trained run: the dense backbone and the head's codes at every k of eval.ks, on eval.tasks.
 
 The head's pre-activations are computed once per text; each k is a top-k of them (evaluate.SparseFeaturizer).
-Writes eval.json into the run folder and returns the same numbers.
+Writes eval.json into the run folder (and, in a run folder the trainer wrote, its README.md again, now with the
+table) and returns the same numbers. Progress: one bar over task × k on stderr, shown only on a terminal.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from torch import nn
+from tqdm.auto import tqdm
 
 from csrv2.baselines import MRLHead
 from csrv2.config import Config
 from csrv2.evaluate import DenseFeaturizer, SparseFeaturizer, evaluate_task
 from csrv2.files import atomic_write_json
+from csrv2.model_card import format_results as format_results  # re-exported: the table `csrv2 train` prints
+from csrv2.model_card import write_model_card
 from csrv2.prepare import arrays_task, evaluation_config, prepare_task
 
 
@@ -28,9 +33,17 @@ def evaluate_run(config: Config, head: nn.Module, tasks: list[str] | None = None
     eval_config = evaluation_config(config)
     embedded += [prepare_task(name, eval_config, for_training=False).task for name in names]
     results = {}
+    # one tick per (task, dense) and per (task, k); disable=None: no bar when stderr is not a terminal (logs, CI)
+    bar = tqdm(total=len(embedded) * (1 + len(config.eval.ks)), desc="eval", unit="score", disable=None)
+
+    def tick(task_name: str, k: int | None) -> None:
+        bar.set_postfix_str(f"{task_name} {'dense' if k is None else f'k={k}'}")
+        bar.update(1)
+
     for task in embedded:
-        dense = evaluate_task(task, DenseFeaturizer(), config.eval.ks)[None]["score"]
-        sparse = evaluate_task(task, SparseFeaturizer(head), config.eval.ks)
+        progress = partial(tick, task.name)
+        dense = evaluate_task(task, DenseFeaturizer(), config.eval.ks, on_score=progress)[None]["score"]
+        sparse = evaluate_task(task, SparseFeaturizer(head), config.eval.ks, on_score=progress)
         results[task.name] = {
             "type": task.type,
             "dense": dense,
@@ -43,20 +56,10 @@ def evaluate_run(config: Config, head: nn.Module, tasks: list[str] | None = None
                 for k, r in sparse.items()
             },
         }
+    bar.close()
     out = Path(config.output_dir) / "eval.json"
     if out.parent.is_dir():
         atomic_write_json(out, results)
+        if (out.parent / "config.yaml").is_file():  # a run folder the trainer wrote: its card gains the table
+            write_model_card(out.parent)
     return results
-
-
-def format_results(results: dict) -> str:
-    """A markdown table: one row per task, the dense score, then score (dead %) at each k."""
-    ks = sorted({int(k) for r in results.values() for k in r["sparse"]})
-    lines = [
-        "| task | type | dense | " + " | ".join(f"k={k} (dead %)" for k in ks) + " |",
-        "|---|---|---|" + "---|" * len(ks),
-    ]
-    for name, r in results.items():
-        cells = [f"{100 * r['sparse'][k]['score']:.1f} ({r['sparse'][k]['dead_pct']:.0f})" for k in ks]
-        lines.append(f"| {name} | {r['type']} | {100 * r['dense']:.1f} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)

@@ -113,6 +113,17 @@ def describe_fields(cls: type, prefix: str, lines: list[str]) -> None:
             lines.append(f"  {key} = {getattr(default, f.name)!r}  — {docs.get(f.name, '')}")
 
 
+def flatten(raw: dict, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1e-4}} → {"train.lr": 1e-4}: nested mappings become dotted keys (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def apply_overrides(raw: dict, overrides) -> dict:
     """A deep copy of `raw` with each `a.b.c=value` set (value parsed as YAML); the caller's dicts never change."""
     raw = copy.deepcopy(raw)

@@ -23,15 +23,16 @@ import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
-from csrv2 import checkpoint, distributed, objectives, relabel, sampling
+from csrv2 import checkpoint, distributed, objectives, provenance, relabel, sampling, strict
 from csrv2.balance import UsageBalancer
 from csrv2.baselines import MRL_DIMS, MRLHead
 from csrv2.config import Config, ConfigError
 from csrv2.files import atomic_write_json, atomic_write_text, replace_files_into
 from csrv2.finetune import autocast, trainable_backbone
 from csrv2.head import SparseHead
-from csrv2.metrics import MetricsLog
+from csrv2.metrics import MetricsLog, tensorboard_writer_class
 from csrv2.model import BACKBONE_RECORD, backbone_record
+from csrv2.model_card import write_model_card
 from csrv2.prepare import TrainingData
 from csrv2.safeguards import GracefulStop, TrainingInterrupted, gradient_norm, non_finite
 from csrv2.schedule import KAnnealing
@@ -46,11 +47,14 @@ class Trainer:
     data: the rows to train on (csrv2.prepare.training_data(config) builds them from the config): `embeddings`
         (N, d) for a frozen backbone, `inputs` (texts or images) for a trainable one, `labels` (N,) for the
         supervised objectives.
+    command: the command line that started the run, recorded in run.json and the README.md model card
+        (`csrv2 train` passes its own); None → "trained from Python".
     """
 
-    def __init__(self, config: Config, data: TrainingData):
+    def __init__(self, config: Config, data: TrainingData, command: str | None = None):
         self.config = config
         self.data = data
+        self.command = command
         self.run_dir = Path(config.output_dir)
         self.device = distributed.resolve_device(config.train.device)
         self.world = distributed.World()
@@ -150,7 +154,9 @@ class Trainer:
         if self.config.train.resume:
             if saved.is_file():
                 # output_dir is ignored: a run folder that was moved resumes in its new place
-                changed = _diff(Config.from_yaml(saved).to_dict(), resolved, ignore={"train.resume", "output_dir"})
+                # train.report_to only adds a copy of the metrics, so a resume may switch it
+                ignore = {"train.resume", "output_dir", "train.report_to"}
+                changed = _diff(Config.from_yaml(saved).to_dict(), resolved, ignore)
                 if changed:
                     raise ConfigError(
                         f"train.resume=true but the config differs from {saved} in {', '.join(changed)}; "
@@ -178,10 +184,13 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(saved, yaml.safe_dump(resolved, sort_keys=False))
         atomic_write_json(self.run_dir / DATA_RECORD, self.data.fingerprint())
+        provenance.record_session(self.run_dir, self.command)  # run.json: versions, git commit, command
 
     # -- the loop --------------------------------------------------------------------------------
     def fit(self) -> nn.Module:
         cfg, t = self.config, self.config.train
+        if "tensorboard" in t.report_to:
+            tensorboard_writer_class()  # a missing package fails here, before any work
         self.world = world = distributed.init_from_env(self.device)
         if world.active and self.device.type == "cuda":
             self.device = torch.device("cuda", world.local_rank)
@@ -224,7 +233,7 @@ class Trainer:
             self.initialise_head(head, source)
         else:
             step = checkpoint.load_checkpoint(resume_from, head, optimizer, modules)
-        metrics = MetricsLog(self.run_dir / "metrics.jsonl", keep_until=step, world=world)
+        metrics = MetricsLog(self.run_dir / "metrics.jsonl", keep_until=step, world=world, report_to=t.report_to)
 
         def inputs(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
             """rows (b,) → x (b, d), reconstruction target (b, d) or None (= x), labels (b,) or None."""
@@ -311,6 +320,7 @@ class Trainer:
         finally:
             stop.restore()  # also when the loop raises: a notebook's Ctrl-C works again
             bar.close()
+            metrics.close()
         if world.is_main:
             if not cfg.data.embeddings:  # embeddings read from a file: which backbone made them is not known here
                 record = backbone_record(cfg.backbone, finetuned=backbone is not None)
@@ -318,6 +328,7 @@ class Trainer:
             save_final(head, self.run_dir)
             if backbone is not None:
                 save_final(backbone, self.run_dir / "backbone")
+            write_model_card(self.run_dir)  # README.md; evaluation (run_eval) writes it again with its table
         world.barrier()
         return head
 
@@ -330,14 +341,7 @@ def save_final(module: nn.Module, folder: Path) -> None:
     replace_files_into(tmp, folder)
 
 
-def _diff(a: dict, b: dict, ignore: set[str], prefix: str = "") -> list[str]:
-    keys = []
-    for key in sorted(set(a) | set(b)):
-        name = f"{prefix}{key}"
-        if name in ignore:
-            continue
-        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-            keys += _diff(a[key], b[key], ignore, name + ".")
-        elif a.get(key) != b.get(key):
-            keys.append(name)
-    return keys
+def _diff(a: dict, b: dict, ignore: set[str]) -> list[str]:
+    """The dotted keys whose values differ between two config dicts (keys in `ignore` left out)."""
+    fa, fb = strict.flatten(a), strict.flatten(b)
+    return [key for key in sorted(set(fa) | set(fb)) if key not in ignore and fa.get(key) != fb.get(key)]

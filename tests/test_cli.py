@@ -2,12 +2,16 @@
 in the user's input, with the traceback behind --debug. (A real `python -m csrv2.cli train` process is exercised by
 tests/test_trainer.py's SIGINT test.)"""
 
+import json
+import shlex
+
+import numpy as np
 import pytest
 
 from csrv2 import cli
 from csrv2.strict import ConfigError
 
-SUBCOMMANDS = ["train", "eval", "embed", "bench", "data", "assets"]
+SUBCOMMANDS = ["train", "eval", "embed", "bench", "data", "assets", "plot", "compare"]
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -68,3 +72,18 @@ def test_train_describe_prints_every_option(capsys):
     cli.main(["train", "--describe"])
     out = capsys.readouterr().out
     assert "train.aux_coef" in out and "head.dead_steps" in out
+
+
+def test_train_records_its_command_in_run_json_and_the_model_card(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    labels = np.arange(64) % 4
+    x = rng.normal(size=(4, 16))[labels] + 0.3 * rng.normal(size=(64, 16))
+    np.savez(
+        tmp_path / "emb.npz", embeddings=(x / np.linalg.norm(x, axis=1, keepdims=True)).astype("f4"), labels=labels
+    )
+    (tmp_path / "run.yaml").write_text(f"data:\n  embeddings: {tmp_path / 'emb.npz'}\nhead: {{hidden: 64, k: 2}}\n")
+    argv = ["train", "--config", str(tmp_path / "run.yaml"), f"output_dir={tmp_path / 'run'}", "train.max_steps=3"]
+    cli.main(argv)
+    (session,) = json.loads((tmp_path / "run" / "run.json").read_text())["sessions"]
+    assert session["command"] == "csrv2 " + " ".join(shlex.quote(a) for a in argv)
+    assert f"`{session['command']}`" in (tmp_path / "run" / "README.md").read_text()

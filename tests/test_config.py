@@ -63,6 +63,8 @@ def test_overrides_and_types(tmp_path):
         ("", ["train.adam_eps=0"], "train.adam_eps must be > 0"),
         ("", ["train.seed=-1"], "train.seed must be ≥ 0"),
         ("", ["output_dir="], "output_dir is empty"),
+        ("", ["train.report_to=[wandb]"], "train.report_to[0]='wandb' is not valid; choose one of 'tensorboard'"),
+        ("", ["train.report_to=tensorboard"], "train.report_to must be a list"),
         (
             "data:\n  tasks: [{name: t, path: x.csv, test_fraction: 1.5}]\n",
             [],

@@ -46,6 +46,7 @@ def test_an_exported_run_opens_in_sentence_transformers_with_the_same_codes(tiny
         "SparseAutoEncoder",
     ]
     assert "SparseEncoder" in (out / "README.md").read_text()  # ST's own model card
+    assert "a csrv2 sparse head" in (tiny_run / "README.md").read_text()  # the run keeps its own
     assert json.loads((out / "3_SparseAutoEncoder" / "config.json").read_text()) == {
         "input_dim": 384,
         "hidden_dim": 128,
@@ -173,3 +174,11 @@ def test_exported_k_aux_is_capped_at_hidden():
     head = SparseHead(8, 32, 4, k_aux=256)
     config, _ = from_csrv2({"d_in": 8, **dataclasses.asdict(head.config)}, head.state_dict())
     assert config["k_aux"] == 32
+
+
+def test_an_export_into_the_run_folder_is_refused_before_anything_is_written(tiny_run):
+    before = sorted(p.name for p in tiny_run.iterdir())
+    for target in (tiny_run, tiny_run / "st", tiny_run.parent):  # replacing any of them would delete the run
+        with pytest.raises(ValueError, match="overlaps the run folder"):
+            to_sentence_transformers(tiny_run, target)
+    assert sorted(p.name for p in tiny_run.iterdir()) == before

@@ -30,6 +30,7 @@ LAYERS = {
         "usage",
         "relabel",
         "balance",
+        "provenance",
     ],
     1: ["config"],
     2: [
@@ -44,8 +45,19 @@ LAYERS = {
         "vectordb",
     ],
     3: ["assets", "taskfiles", "catalog", "backbones"],
-    4: ["embeddings", "arrays", "prepare", "finetune", "checkpoint", "objectives", "metrics", "safeguards", "model"],
-    5: ["trainer", "run_eval", "export", "mteb"],
+    4: [
+        "embeddings",
+        "arrays",
+        "prepare",
+        "finetune",
+        "checkpoint",
+        "objectives",
+        "metrics",
+        "safeguards",
+        "model",
+        "model_card",
+    ],
+    5: ["trainer", "run_eval", "export", "run_report", "mteb"],
     6: ["experiments", "cli"],  # experiments: every module of the csrv2.experiments package
 }
 LAYER_OF = {name: layer for layer, names in LAYERS.items() for name in names}

@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from csrv2 import Config, SparseHead
+from csrv2 import Config, SparseHead, run_eval
 from csrv2.evaluate import classification_accuracy, normalize_rows, sparsity_stats
 from csrv2.prepare import prepare_task
 from csrv2.run_eval import evaluate_run, format_results
@@ -18,7 +18,26 @@ def write_task(path, n, topic_words):
     path.write_text("\n".join(rows) + "\n")
 
 
-def test_eval_tasks_use_their_own_training_rows(tmp_path, minilm):
+class RecordingBar:
+    """Stands in for tqdm: records the total, each tick's label and the ticks."""
+
+    made: list = []
+
+    def __init__(self, total, **kwargs):
+        self.total, self.labels, self.ticks = total, [], 0
+        RecordingBar.made.append(self)
+
+    def set_postfix_str(self, text):
+        self.labels.append(text)
+
+    def update(self, n):
+        self.ticks += n
+
+    def close(self):
+        pass
+
+
+def test_eval_tasks_use_their_own_training_rows(tmp_path, minilm, monkeypatch):
     write_task(tmp_path / "a.csv", 30, ["cats and dogs", "stocks and bonds"])
     write_task(tmp_path / "b.csv", 50, ["football match", "piano concert"])
     config = Config.from_dict(
@@ -39,7 +58,12 @@ def test_eval_tasks_use_their_own_training_rows(tmp_path, minilm):
     (tmp_path / "run").mkdir()
     torch.manual_seed(0)
     head = SparseHead(384, 64, 2)
+    monkeypatch.setattr(run_eval, "tqdm", RecordingBar)
     results = evaluate_run(config, head)
+    (bar,) = RecordingBar.made  # progress: one tick per task × (dense, each k), labelled with both
+    assert bar.total == bar.ticks == 2 * 3
+    assert bar.labels == ["a dense", "a k=2", "a k=4", "b dense", "b k=2", "b k=4"]
+    assert not (tmp_path / "run" / "README.md").exists()  # not a run folder the trainer wrote: no model card
     assert set(results) == {"a", "b"}
     # Two topics that MiniLM separates trivially: a classifier fit on the right rows is perfect.
     assert results["b"]["dense"] == 1.0 and results["a"]["dense"] == 1.0

@@ -6,11 +6,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import csrv2
 from csrv2 import Config, SparseHead, objectives
 from csrv2.checkpoint import verify_checkpoint
 from csrv2.config import ConfigError
@@ -20,6 +22,16 @@ from csrv2.prepare import TrainingData, training_data
 from csrv2.sampling import class_aware_batches
 from csrv2.schedule import KAnnealing
 from csrv2.trainer import Trainer
+
+
+def head_commit() -> dict:
+    """What run.json should record about the code: the csrv2 checkout's HEAD, asked of git here, or unknown."""
+    repo = Path(csrv2.__file__).resolve().parents[1]
+    done = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if done.returncode != 0 or not (repo / ".git").exists():
+        return {"commit": "unknown", "dirty": None}
+    status = subprocess.run(["git", "-C", str(repo), "diff", "HEAD", "--quiet"], capture_output=True)
+    return {"commit": done.stdout.strip(), "dirty": status.returncode != 0}
 
 
 def clustered(n=600, d=32, classes=6, seed=0):
@@ -51,6 +63,12 @@ def test_csrv2_run_folder_contents(tmp_path):
     assert torch.equal(loaded.weight, head.weight)
     assert json.loads((run / "csrv2_backbone.json").read_text()) == backbone_record(cfg.backbone, finetuned=False)
     assert not (run / "config.json").exists()  # the name transformers tools read as their own config
+    # run.json: one session, started from Python, with the installed torch and the csrv2 checkout's commit
+    (session,) = json.loads((run / "run.json").read_text())["sessions"]
+    assert session["command"] == "trained from Python" and session["packages"]["torch"] == torch.__version__
+    assert session["git"] == head_commit()
+    card = (run / "README.md").read_text()
+    assert "| h (head.hidden) | 128 |" in card and "| k (head.k) | 2 |" in card and "Not evaluated yet" in card
 
 
 def test_training_improves_class_structure(tmp_path):
@@ -93,6 +111,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
         assert torch.equal(a, b), name
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))
+    assert len(json.loads((tmp_path / "b" / "run.json").read_text())["sessions"]) == 2  # the start and the resume
 
 
 def test_existing_run_is_not_overwritten_and_resume_checks_config(tmp_path):
@@ -398,3 +417,27 @@ def test_subclusters_refine_the_labels_the_contrastive_loss_sees(tmp_path):
     source, labels = Trainer(cfg, TrainingData(x, y)).training_rows()
     assert len(np.unique(labels)) == 6
     assert all(len(np.unique(y[labels == c])) == 1 for c in np.unique(labels))  # sub-classes never mix classes
+
+
+def test_report_to_tensorboard_writes_the_metrics_lines(tmp_path):
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator", reason="needs tensorboard (csrv2[tensorboard])"
+    )
+    x, y = clustered(n=300)
+    Trainer(config(tmp_path, max_steps=10, report_to=["tensorboard"]), TrainingData(x, y)).fit()
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    events = event_accumulator.EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == set(lines[0]) - {"step"}
+    for key in ("loss", "contrastive_loss", "k", "lr", "dead_pct"):
+        got = [(e.step, e.value) for e in events.Scalars(key)]
+        assert [s for s, _ in got] == [line["step"] for line in lines] == [5, 10]
+        np.testing.assert_allclose([v for _, v in got], [line[key] for line in lines], rtol=1e-6)  # float32 events
+
+
+def test_report_to_without_tensorboard_names_the_extra_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    x, y = clustered(n=100)
+    with pytest.raises(ConfigError, match=r"pip install 'csrv2\[tensorboard\]'"):
+        Trainer(config(tmp_path, max_steps=2, report_to=["tensorboard"]), TrainingData(x, y)).fit()
+    assert not (tmp_path / "run").exists()

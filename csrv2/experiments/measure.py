@@ -10,7 +10,6 @@ save_load_times(index, ...)                          seconds to save, open memor
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import os
 import platform
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from csrv2.index import SparseIndex
+from csrv2.provenance import package_versions
 
 PACKAGES = ("numpy", "scipy", "torch", "transformers", "faiss-cpu", "sentence-transformers", "numba")
 
@@ -61,14 +61,8 @@ def describe_machine(info: dict | None = None) -> str:
 
 
 def versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
-    """Installed version of each package (None when absent)."""
-    out = {}
-    for name in packages:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    """Installed version of each package (None when absent): csrv2.provenance.package_versions, the one definition."""
+    return package_versions(packages)
 
 
 def installed(module: str) -> bool:
