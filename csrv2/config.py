@@ -51,8 +51,9 @@ class BackboneConfig:
     """Embedding model: an asset name (`csrv2 assets list`), a Hugging Face id, or a local folder."""
     kind: Literal["text", "vision"] = "text"
     """Modality of the backbone."""
-    pooling: Literal["mean", "cls", "last"] = "mean"
-    """Token pooling for text models: mean (sentence-transformers), cls, or last token (e5-mistral, Qwen3)."""
+    pooling: Literal["mean", "cls", "last", "max"] = "mean"
+    """Token pooling for text models: mean (sentence-transformers), cls, last token (e5-mistral, Qwen3) or max. A
+    sentence-transformers folder declares its own (1_Pooling/config.json): a different setting here is an error."""
     max_length: int = 256
     """Tokens per text; longer texts are truncated."""
     query_prompt: str = ""
@@ -62,7 +63,12 @@ class BackboneConfig:
     batch_size: int = 64
     """Texts or images per backbone forward when embedding."""
     normalize: bool = True
-    """L2-normalise embeddings (the head expects unit vectors)."""
+    """L2-normalise embeddings (the head expects unit vectors); must stay true for a sentence-transformers folder
+    that ends with a Normalize module."""
+    revision: str = ""
+    """Hugging Face hub ids: the branch, tag or commit to load; empty → the default branch."""
+    trust_remote_code: bool = False
+    """Hugging Face ids and folders: allow the model's own Python code to run (models with custom architectures)."""
     device: str = "auto"
     """Device for the backbone: auto (CUDA when present), cpu, cuda, cuda:1, ..."""
     image_size: int = 224

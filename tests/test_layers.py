@@ -30,6 +30,8 @@ LAYERS = {
         "usage",
         "relabel",
         "balance",
+        "hub",
+        "st_modules",
     ],
     1: ["config"],
     2: [
