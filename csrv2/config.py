@@ -52,8 +52,7 @@ class BackboneConfig:
     kind: Literal["text", "vision"] = "text"
     """Modality of the backbone."""
     pooling: Literal["mean", "cls", "last", "max"] = "mean"
-    """Token pooling for text models: mean (sentence-transformers), cls, last token (e5-mistral, Qwen3) or max. A
-    sentence-transformers folder declares its own (1_Pooling/config.json): a different setting here is an error."""
+    """Token pooling: mean, cls, last token (e5-mistral, Qwen3) or max; must match an ST folder's 1_Pooling."""
     max_length: int = 256
     """Tokens per text; longer texts are truncated."""
     query_prompt: str = ""
@@ -63,8 +62,7 @@ class BackboneConfig:
     batch_size: int = 64
     """Texts or images per backbone forward when embedding."""
     normalize: bool = True
-    """L2-normalise embeddings (the head expects unit vectors); must stay true for a sentence-transformers folder
-    that ends with a Normalize module."""
+    """L2-normalise embeddings (the head expects unit vectors); must be true for an ST folder with Normalize."""
     revision: str = ""
     """Hugging Face hub ids: the branch, tag or commit to load; empty → the default branch."""
     trust_remote_code: bool = False
@@ -81,9 +79,9 @@ class TaskSpec:
     """Name the task is referred to by (data.task, eval.tasks)."""
     type: Literal[TASK_TYPES] = "classification"
     """MTEB task type; decides how the split is scored and how contrastive labels are made."""
-    path: str = ""
-    """A local .csv / .tsv / .jsonl / .parquet file, or `hf:<dataset id>[:<config name>]` for a Hugging Face dataset.
-    retrieval / reranking: a folder with corpus.jsonl, queries.jsonl and qrels.tsv / rerank.jsonl (csrv2.taskfiles)."""
+    path: str | dict[str, str] = ""
+    """A .csv / .tsv / .jsonl / .parquet file, one per split ({train: a.csv, test: b.csv}), or `hf:<id>[:<config>]`.
+    retrieval: a folder or an hf: dataset in MTEB's layout; reranking: a folder (layouts: csrv2.taskfiles)."""
     text_column: str = "text"
     """Column holding the text (or the first text of a pair)."""
     text2_column: str = "text2"
@@ -100,6 +98,8 @@ class TaskSpec:
     """Share of rows held out for testing when the file has no split column."""
     seed: int = 0
     """Seed of the held-out split."""
+    revision: str = ""
+    """hf: datasets: the branch, tag or commit to load; empty → the default branch."""
 
 
 @dataclass
