@@ -262,3 +262,18 @@ def test_hub_id_with_revision_and_trust_remote_code(tiny_bert, tmp_path, monkeyp
 def test_revision_is_for_hub_ids_only(tiny_bert):
     with pytest.raises(ValueError, match="backbone.revision='main' applies to Hugging Face hub ids"):
         load_backbone(BackboneConfig(name=str(tiny_bert), revision="main", device="cpu"))
+
+
+def test_a_hub_id_the_hub_cannot_give_is_named(monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(repo_id, filename, **_):
+        raise LocalEntryNotFoundError("Got: ConnectError: [Errno -2] Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **kw: None)
+    with pytest.raises(OSError, match=r"backbone.name='org/not-cached'.*cannot be reached and no copy is cached"):
+        load_backbone(BackboneConfig(name="org/not-cached", device="cpu"))
+    with pytest.raises(FileNotFoundError, match="not an asset .* not a local folder, and not a Hugging Face id"):
+        load_backbone(BackboneConfig(name="a/b/c-not-here", device="cpu"))
