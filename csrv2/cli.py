@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from csrv2 import assets, prepare, strict
-from csrv2.catalog import get_task, list_tasks
+from csrv2.catalog import get_task, list_tasks, shared_data_note, shared_tasks
 from csrv2.config import Config
 from csrv2.experiments.bench import BenchConfig
 from csrv2.experiments.bench import run as run_bench
@@ -127,8 +127,13 @@ def cmd_bench(args) -> None:
 
 def cmd_data(args) -> None:
     if args.action == "list":
+        shared = {name: present for name, _, present in shared_tasks()}
         for name, task_type, description in list_tasks():
-            print(f"{name:22s} {task_type:21s} {description}")
+            print(f"{name:22s} {'*' if name in shared else ' '} {task_type:21s} {description}")
+        for name, task_type, present in shared_tasks():
+            if not present:
+                print(f"{name:22s} * {task_type:21s} not available: the shared data folder is missing")
+        print(f"\n* needs {shared_data_note()}")
         return
     if not args.name:
         raise ConfigError("csrv2 data show needs a task name (csrv2 data list shows them)")

@@ -51,8 +51,8 @@ class BackboneConfig:
     """Embedding model: an asset name (`csrv2 assets list`), a Hugging Face id, or a local folder."""
     kind: Literal["text", "vision"] = "text"
     """Modality of the backbone."""
-    pooling: Literal["mean", "cls", "last"] = "mean"
-    """Token pooling for text models: mean (sentence-transformers), cls, or last token (e5-mistral, Qwen3)."""
+    pooling: Literal["mean", "cls", "last", "max"] = "mean"
+    """Token pooling: mean, cls, last token (e5-mistral, Qwen3) or max; must match an ST folder's 1_Pooling."""
     max_length: int = 256
     """Tokens per text; longer texts are truncated."""
     query_prompt: str = ""
@@ -62,7 +62,11 @@ class BackboneConfig:
     batch_size: int = 64
     """Texts or images per backbone forward when embedding."""
     normalize: bool = True
-    """L2-normalise embeddings (the head expects unit vectors)."""
+    """L2-normalise embeddings (the head expects unit vectors); must be true for an ST folder with Normalize."""
+    revision: str = ""
+    """Hugging Face hub ids: the branch, tag or commit to load; empty → the default branch."""
+    trust_remote_code: bool = False
+    """Hugging Face ids and folders: allow the model's own Python code to run (models with custom architectures)."""
     device: str = "auto"
     """Device for the backbone: auto (CUDA when present), cpu, cuda, cuda:1, ..."""
     image_size: int = 224
@@ -75,9 +79,9 @@ class TaskSpec:
     """Name the task is referred to by (data.task, eval.tasks)."""
     type: Literal[TASK_TYPES] = "classification"
     """MTEB task type; decides how the split is scored and how contrastive labels are made."""
-    path: str = ""
-    """A local .csv / .tsv / .jsonl / .parquet file, or `hf:<dataset id>[:<config name>]` for a Hugging Face dataset.
-    retrieval / reranking: a folder with corpus.jsonl, queries.jsonl and qrels.tsv / rerank.jsonl (csrv2.taskfiles)."""
+    path: str | dict[str, str] = ""
+    """A .csv / .tsv / .jsonl / .parquet file, one per split ({train: a.csv, test: b.csv}), or `hf:<id>[:<config>]`.
+    retrieval: a folder or an hf: dataset in MTEB's layout; reranking: a folder (layouts: csrv2.taskfiles)."""
     text_column: str = "text"
     """Column holding the text (or the first text of a pair)."""
     text2_column: str = "text2"
@@ -94,6 +98,8 @@ class TaskSpec:
     """Share of rows held out for testing when the file has no split column."""
     seed: int = 0
     """Seed of the held-out split."""
+    revision: str = ""
+    """hf: datasets: the branch, tag or commit to load; empty → the default branch."""
 
 
 @dataclass

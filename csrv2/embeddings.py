@@ -1,6 +1,6 @@
 """The backbone embedding cache: memory-mapped float32 .npy files under `$CSRV2_HOME/embeddings/`.
 
-A file's name is a readable slug of its key plus a hash of everything that changes the numbers: backbone name,
+A file's name is a readable slug of its key plus a hash of everything that changes the numbers: backbone name (and hub revision),
 pooling, the prompt used, max_length, normalize, the key (dataset / split / part) and the texts themselves. It is
 written under a temporary name and renamed only when complete, so an interrupted run is never read as a finished one;
 any later run with the same inputs reuses it.
@@ -58,6 +58,8 @@ def cache_path(cfg: BackboneConfig, key: str, fingerprint: str, kind: str = "doc
     }
     if cfg.kind == "vision":  # only vision backbones resize (text keys stay as they were)
         settings["image_size"] = cfg.image_size
+    if cfg.revision:  # a hub id at a branch, tag or commit (keys without one stay as they were)
+        settings["revision"] = cfg.revision
     if Path(cfg.name).is_dir():  # a local folder (e.g. a finetuned backbone) can be rewritten under the same name
         settings["weights"] = _folder_fingerprint(Path(cfg.name))
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]

@@ -19,7 +19,12 @@ from csrv2.backbones import resolve_model_path
 from csrv2.files import atomic_write_dir
 from csrv2.model import load
 
-POOLING = {"mean": "mean", "cls": "cls", "last": "lasttoken"}  # csrv2 backbone.pooling → ST Pooling's pooling_mode
+POOLING = {
+    "mean": "mean",
+    "cls": "cls",
+    "last": "lasttoken",
+    "max": "max",
+}  # csrv2 backbone.pooling → ST Pooling's pooling_mode
 
 
 def st_classes():

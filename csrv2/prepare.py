@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from csrv2 import paths
 from csrv2.arrays import check_arrays, load_arrays
 from csrv2.catalog import catalog as catalog_names
-from csrv2.catalog import get_task
+from csrv2.catalog import get_task, shared_data_note
 from csrv2.config import Config
 from csrv2.embeddings import embed_images, embed_texts
 from csrv2.strict import ConfigError
@@ -102,8 +103,10 @@ def check_inputs(config: Config) -> None:
     ):
         unknown = [name for name in names if name not in known]
         if unknown:
+            shared = "" if paths.shared_data_dir().is_dir() else f"; more tasks need {shared_data_note()}"
             raise ConfigError(
-                f"{key}: unknown task {unknown[0]!r}; name a catalog task (csrv2 data list) or one defined in data.tasks"
+                f"{key}: unknown task {unknown[0]!r}; name a catalog task (csrv2 data list) or one defined in "
+                f"data.tasks{shared}"
             )
     if config.data.eval_embeddings:
         test_x, _ = load_arrays(config.data.eval_embeddings, "data.eval_embeddings")

@@ -1,5 +1,7 @@
 """Tasks from files: a shared-data task folder, or a task defined in YAML (config.TaskSpec) from a local csv / tsv /
-jsonl / parquet file, a folder of jsonl files (retrieval, reranking) or `hf:<dataset id>`.
+jsonl / parquet file (or one file per split: `path: {train: a.csv, test: b.csv}`), a folder of jsonl files
+(retrieval, reranking) or `hf:<dataset id>[:<config>]` at `revision` (retrieval: MTEB's corpus / queries / qrels
+configs, see _hf_retrieval).
 
 A task folder is laid out like the shared data folder (docs/assets.md):
     sts, pair_classification:  pairs.jsonl {text1, text2, score | label, split?}
@@ -101,21 +103,55 @@ def task_from_folder(task_type: str, folder: Path) -> Task:
     raise ValueError(f"{folder}: unknown task type folder {task_type!r}")
 
 
+SPLIT_FILES = ("train", "dev", "validation", "test")  # the keys of path: {train: a.csv, test: b.csv}
+
+
+def _source(spec: TaskSpec) -> str:
+    """spec.path as messages show it."""
+    return spec.path if isinstance(spec.path, str) else ", ".join(f"{k}: {v}" for k, v in spec.path.items())
+
+
+def _hf_dataset(spec: TaskSpec, config_name: str | None):
+    """datasets.load_dataset of spec.path (`hf:<id>[:<config>]`, the config overridden by `config_name`) at
+    spec.revision."""
+    import datasets
+
+    dataset_id, _, subset = spec.path[3:].partition(":")  # hf:<id> or hf:<id>:<config name>
+    return datasets.load_dataset(dataset_id, config_name or subset or None, revision=spec.revision or None)
+
+
 def _read_table(spec: TaskSpec):
-    """{split name or "": DataFrame} from a local csv/tsv/jsonl/parquet file or `hf:<dataset id>`."""
+    """{split name or "": DataFrame} from a local csv/tsv/jsonl/parquet file, one file per split, or `hf:<id>`."""
+    where = f"data.tasks[{spec.name}].path"
+    if spec.revision and not (isinstance(spec.path, str) and spec.path.startswith("hf:")):
+        raise ValueError(f"data.tasks[{spec.name}].revision={spec.revision!r} applies to hf: datasets only")
+    if isinstance(spec.path, dict):
+        bad = [k for k, v in spec.path.items() if k not in SPLIT_FILES or not isinstance(v, str) or not v.strip()]
+        if not spec.path or bad:
+            raise ValueError(
+                f"{where}: one file per split, e.g. {{train: a.csv, test: b.csv}}; keys among "
+                f"{', '.join(SPLIT_FILES)}, each a file path; got {spec.path!r}"
+            )
+        if spec.split_column:
+            raise ValueError(
+                f"{where} gives one file per split and split_column={spec.split_column!r} splits rows: keep one"
+            )
+        return {split: _read_file(file, f"{where}.{split}") for split, file in spec.path.items()}
+    if spec.path.startswith("hf:"):
+        dd = _hf_dataset(spec, None)
+        return {s: dd[s].to_pandas() for s in dd}
+    return {"": _read_file(spec.path, where)}
+
+
+def _read_file(name: str, where: str):
+    """One local table file → DataFrame; a missing, unreadable, empty or header-only file is named."""
     import pandas as pd
 
-    where = f"data.tasks[{spec.name}].path"
-    if spec.path.startswith("hf:"):
-        import datasets
-
-        dataset_id, _, subset = spec.path[3:].partition(":")  # hf:<id> or hf:<id>:<config name>
-        dd = datasets.load_dataset(dataset_id, subset or None)
-        return {s: dd[s].to_pandas() for s in dd}
-    path = Path(spec.path).expanduser()
-    if not path.is_file():
+    path = Path(name).expanduser()
+    if name.startswith("hf:") or not path.is_file():
         raise FileNotFoundError(
-            f"{where}: {spec.path!r} is not a file (give a .csv, .tsv, .jsonl or .parquet file, or hf:<dataset id>)"
+            f"{where}: {name!r} is not a file (give a .csv, .tsv, .jsonl or .parquet file, or hf:<dataset id> as the "
+            "whole path)"
         )
     suffix = "".join(path.suffixes[-2:]) if path.suffix in (".gz", ".bz2") else path.suffix
     readers = {
@@ -134,20 +170,20 @@ def _read_table(spec: TaskSpec):
         raise ValueError(f"{where}: {path} is empty (no header, no rows)") from err
     if len(table) == 0:
         raise ValueError(f"{where}: {path} has a header but no data rows")
-    return {"": table}
+    return table
 
 
 def _column(df, column: str, spec: TaskSpec, field_name: str, text: bool) -> list:
     if column not in df.columns:
         raise ValueError(
-            f"data.tasks[{spec.name}].{field_name}={column!r}: no such column in {spec.path} "
+            f"data.tasks[{spec.name}].{field_name}={column!r}: no such column in {_source(spec)} "
             f"(columns: {', '.join(map(str, df.columns))})"
         )
     values = df[column].tolist()
     for row, v in enumerate(values):
         if v is None or (isinstance(v, float) and np.isnan(v)) or (text and not (isinstance(v, str) and v.strip())):
             raise ValueError(
-                f"{spec.path}, row {row + 1}, column {column!r}: expected {'a text' if text else 'a value'}, got {v!r}"
+                f"{_source(spec)}, row {row + 1}, column {column!r}: expected {'a text' if text else 'a value'}, got {v!r}"
             )
     return values
 
@@ -159,8 +195,69 @@ def _column(df, column: str, spec: TaskSpec, field_name: str, text: bool) -> lis
 RANKING_FILES = {"retrieval": ("corpus.jsonl", "queries.jsonl", "qrels.tsv"), "reranking": ("rerank.jsonl",)}
 
 
+def _hf_retrieval(spec: TaskSpec) -> Task:
+    """Retrieval from an hf: dataset in MTEB's layout: config `corpus` (split corpus: _id, title, text), config
+    `queries` (split queries: _id, text) and the qrels (config `default`, or the one after `hf:<id>:`; a split per
+    split: query-id, corpus-id, score > 0 relevant). Qrels with train and test splits keep them; test-only qrels are
+    halved with seed 0 like every other retrieval task."""
+    where = f"data.tasks[{spec.name}].path={spec.path!r}"
+    parts = {}
+    for config_name, split, columns in (
+        ("corpus", "corpus", ("_id", "text")),
+        ("queries", "queries", ("_id", "text")),
+        (spec.path[3:].partition(":")[2] or "default", None, ("query-id", "corpus-id", "score")),
+    ):
+        dd = _hf_dataset(spec, config_name)
+        if split is not None and split not in dd:
+            raise ValueError(f"{where}: config {config_name!r} has no split {split!r} (splits: {', '.join(dd)})")
+        tables = {split: dd[split].to_pandas()} if split else {s: dd[s].to_pandas() for s in dd}
+        for name, df in tables.items():
+            missing = [c for c in columns if c not in df.columns]
+            if missing:
+                raise ValueError(
+                    f"{where}: config {config_name!r}, split {name!r} lacks columns {missing} (MTEB's retrieval "
+                    f"layout; columns: {', '.join(map(str, df.columns))})"
+                )
+        parts[config_name if split else "qrels"] = tables
+    corpus_df, queries_df = parts["corpus"]["corpus"], parts["queries"]["queries"]
+    titles = corpus_df["title"] if "title" in corpus_df.columns else [""] * len(corpus_df)
+    corpus = {  # MTEB's document text: title and body joined by a space (a missing title is empty)
+        str(i): f"{t if isinstance(t, str) else ''} {x}".strip()
+        for i, t, x in zip(corpus_df["_id"], titles, corpus_df["text"])
+    }
+    queries = {str(i): str(x) for i, x in zip(queries_df["_id"], queries_df["text"])}
+    qrels_by_split: dict[str, dict[str, dict[str, int]]] = {}
+    for split, df in parts["qrels"].items():
+        judged = qrels_by_split.setdefault("dev" if split == "validation" else split, {})
+        for q, d, score in zip(df["query-id"], df["corpus-id"], df["score"]):
+            if float(score) > 0 and str(q) in queries:
+                judged.setdefault(str(q), {})[str(d)] = int(score)
+    description = f"retrieval from {spec.path} (MTEB layout)"
+    if "train" not in qrels_by_split:  # test-only (most MTEB sets): queries halved with seed 0
+        everything = {q: r for split in qrels_by_split.values() for q, r in split.items()}
+        return retrieval_task(spec.name, corpus, queries, everything, description + "; queries halved with seed 0")
+    splits = {
+        split: Split(texts=[queries[q] for q in judged], query_ids=list(judged), qrels=judged)
+        for split, judged in qrels_by_split.items()
+    }
+    return Task(spec.name, "retrieval", splits, description, corpus_ids=list(corpus), corpus=list(corpus.values()))
+
+
 def _ranking_task_from_folder(spec: TaskSpec) -> Task:
-    """Retrieval / reranking from a folder of jsonl (+ qrels.tsv) files; splits as the shared-data tasks get them."""
+    """Retrieval / reranking from a folder of jsonl (+ qrels.tsv) files (splits as the shared-data tasks get them),
+    or retrieval from an hf: dataset in MTEB's layout."""
+    if not isinstance(spec.path, str):
+        raise ValueError(
+            f"data.tasks[{spec.name}].path: a {spec.type} task is one folder (or hf:<dataset id> for retrieval), "
+            f"not one file per split; got {spec.path!r}"
+        )
+    if spec.path.startswith("hf:") and spec.type == "retrieval":
+        return _hf_retrieval(spec)
+    if spec.revision or spec.path.startswith("hf:"):
+        raise ValueError(
+            f"data.tasks[{spec.name}]: a {spec.type} task from hf: is not supported (retrieval is, in MTEB's "
+            "layout); give a folder holding rerank.jsonl, and no revision"
+        )
     folder = Path(spec.path).expanduser()
     wanted = RANKING_FILES[spec.type]
     missing = [f for f in wanted if not (folder / f).is_file()]
@@ -223,7 +320,7 @@ def task_from_spec(spec: TaskSpec) -> Task:
             empty = [row for row, v in enumerate(labels) if isinstance(v, str) and not v.strip()]
             if empty:
                 raise ValueError(
-                    f"{spec.path}, row {empty[0] + 1}, column {spec.label_column!r}: empty label "
+                    f"{_source(spec)}, row {empty[0] + 1}, column {spec.label_column!r}: empty label "
                     f"({len(empty)} such rows); give every row a label, or drop the rows"
                 )
             all_labels.append(labels)
@@ -258,4 +355,4 @@ def task_from_spec(spec: TaskSpec) -> Task:
             )
         splits = {"train": whole.subset(train), "test": whole.subset(test)}
     splits = {("dev" if s == "validation" else s): v for s, v in splits.items()}
-    return Task(spec.name, spec.type, splits, f"{spec.type} from {spec.path}", names, score_max=spec.score_max)
+    return Task(spec.name, spec.type, splits, f"{spec.type} from {_source(spec)}", names, score_max=spec.score_max)

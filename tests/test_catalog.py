@@ -1,7 +1,9 @@
 """The task catalog: what it lists without loading, the shared data folder, and the real built-in data."""
 
+import pytest
+
 from csrv2 import paths
-from csrv2.catalog import get_task, list_tasks
+from csrv2.catalog import SHARED_SETS, get_task, list_tasks, shared_tasks
 
 
 def test_catalog_lists_assets_and_shared_sets_without_loading():
@@ -50,3 +52,25 @@ def test_real_shared_sets_load_with_documented_splits(shared_data):
     tweets = get_task("tweet89")
     texts, labels = tweets.training_texts()
     assert len(texts) + len(tweets.splits["test"]) == 2472 and labels.max() < 89
+
+
+def test_a_checkout_without_the_shared_folder_says_what_it_lacks(monkeypatch, tmp_path):
+    monkeypatch.setenv("CSRV2_SHARED_DATA", str(tmp_path / "absent"))
+    assert shared_tasks() == [(name, t, False) for name, t in SHARED_SETS.items()]
+    with pytest.raises(KeyError, match=r"task 'sts12' \(sts\) needs the shared data folder .*absent \(missing\); set "
+                       "CSRV2_SHARED_DATA"):  # fmt: skip
+        get_task("sts12")
+    with pytest.raises(KeyError, match="unknown task 'nope'.*18 more tasks need .*CSRV2_SHARED_DATA"):
+        get_task("nope")
+    (tmp_path / "mine" / "sts" / "tiny").mkdir(parents=True)  # a folder of one's own: its extra set is listed too
+    monkeypatch.setenv("CSRV2_SHARED_DATA", str(tmp_path / "mine"))
+    assert shared_tasks()[-1] == ("tiny", "sts", True) and not shared_tasks()[0][2]
+    with pytest.raises(KeyError) as err:
+        get_task("nope")
+    assert "CSRV2_SHARED_DATA" not in str(err.value)  # the folder is there: no hint
+
+
+def test_the_known_shared_sets_are_the_folders_of_the_shared_data(shared_data):
+    found = {folder.name: folder.parent.name for folder in shared_data.glob("*/*/") if folder.is_dir()}
+    assert found == SHARED_SETS
+    assert all(present for _, _, present in shared_tasks())

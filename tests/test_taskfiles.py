@@ -117,3 +117,82 @@ def test_empty_header_only_tiny_and_unlabelled_files_are_named(tmp_path):
         (tmp_path / name).write_text(content)
         with pytest.raises(ValueError, match=message):
             task_from_spec(TaskSpec(name="t", path=str(tmp_path / name)))
+
+
+def test_one_file_per_split(tmp_path):
+    """path: {train: a.csv, test: b.csv} keeps each file's rows in its split (no seeded split); a plain string still
+    works; a bad mapping, a missing split file, split_column with split files and a stray revision name the field."""
+    (tmp_path / "a.csv").write_text("text,label\n" + "".join(f"train row {i},{'xy'[i % 2]}\n" for i in range(6)))
+    (tmp_path / "b.csv").write_text("text,label\ntest row 0,y\ntest row 1,x\ntest row 2,z\n")
+    spec = TaskSpec(name="two", path={"train": str(tmp_path / "a.csv"), "test": str(tmp_path / "b.csv")})
+    task = get_task("two", [spec])
+    assert task.splits["train"].texts == [f"train row {i}" for i in range(6)]
+    assert task.splits["test"].texts == ["test row 0", "test row 1", "test row 2"]
+    assert task.label_names == ["x", "y", "z"] and task.splits["test"].labels.tolist() == [1, 0, 2]
+    with pytest.raises(ValueError, match=r"data.tasks\[two\].path: one file per split.*'training'"):
+        task_from_spec(TaskSpec(name="two", path={"training": str(tmp_path / "a.csv")}))
+    with pytest.raises(FileNotFoundError, match=r"data.tasks\[two\].path.test: '.*nope.csv' is not a file"):
+        task_from_spec(
+            TaskSpec(name="two", path={"train": str(tmp_path / "a.csv"), "test": str(tmp_path / "nope.csv")})
+        )
+    with pytest.raises(ValueError, match="split_column='part'"):
+        task_from_spec(TaskSpec(name="two", path={"train": str(tmp_path / "a.csv")}, split_column="part"))
+    with pytest.raises(ValueError, match=r"data.tasks\[two\].revision='v1' applies to hf: datasets only"):
+        task_from_spec(TaskSpec(name="two", path=str(tmp_path / "a.csv"), revision="v1"))
+    with pytest.raises(ValueError, match=r"data.tasks\[r\].path: a retrieval task is one folder"):
+        task_from_spec(TaskSpec(name="r", type="retrieval", path={"test": str(tmp_path)}))
+
+
+def test_yaml_path_mapping_goes_through_the_config_loader(tmp_path):
+    from csrv2.config import Config, ConfigError
+
+    raw = {"data": {"tasks": [{"name": "t", "path": {"train": "a.csv", "test": "b.csv"}, "revision": ""}]}}
+    assert Config.from_dict(raw).data.tasks[0].path == {"train": "a.csv", "test": "b.csv"}
+    with pytest.raises(ConfigError, match=r"data.tasks\[0\].path"):
+        Config.from_dict({"data": {"tasks": [{"name": "t", "path": 3}]}})
+
+
+def fake_mteb(monkeypatch, splits_of_qrels):
+    """datasets.load_dataset replaced by real in-memory datasets in MTEB's retrieval layout; records the calls."""
+    datasets = pytest.importorskip("datasets")
+    calls = []
+    corpus = {
+        "_id": ["d1", "d2", "d3", "d4"],
+        "title": ["Cats", "", "Bonds", None],
+        "text": ["purr", "bark", "yield", "rates"],
+    }
+    queries = {"_id": ["q1", "q2", "q3", "q4"], "text": ["cat?", "dog?", "bond?", "rate?"]}
+
+    def load_dataset(path, name=None, revision=None, **_):
+        calls.append((path, name, revision))
+        if name == "corpus":
+            return datasets.DatasetDict({"corpus": datasets.Dataset.from_dict(corpus)})
+        if name == "queries":
+            return datasets.DatasetDict({"queries": datasets.Dataset.from_dict(queries)})
+        return datasets.DatasetDict({s: datasets.Dataset.from_dict(rows) for s, rows in splits_of_qrels.items()})
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+def test_hf_retrieval_in_mteb_layout_with_a_revision(monkeypatch):
+    qrels = {
+        "train": {"query-id": ["q1", "q2"], "corpus-id": ["d1", "d2"], "score": [1, 2]},
+        "test": {"query-id": ["q3", "q4", "q4"], "corpus-id": ["d3", "d4", "d1"], "score": [1, 1, 0]},
+    }
+    calls = fake_mteb(monkeypatch, qrels)
+    task = task_from_spec(TaskSpec(name="m", type="retrieval", path="hf:org/mini-ir", revision="abc123"))
+    assert calls == [("org/mini-ir", "corpus", "abc123"), ("org/mini-ir", "queries", "abc123"),
+                     ("org/mini-ir", "default", "abc123")]  # fmt: skip
+    assert task.corpus_ids == ["d1", "d2", "d3", "d4"] and task.corpus == ["Cats purr", "bark", "Bonds yield", "rates"]
+    assert task.splits["train"].query_ids == ["q1", "q2"] and task.splits["train"].texts == ["cat?", "dog?"]
+    assert task.splits["train"].qrels == {"q1": {"d1": 1}, "q2": {"d2": 2}}
+    assert task.splits["test"].qrels == {"q3": {"d3": 1}, "q4": {"d4": 1}}  # score 0 is not relevant
+
+    calls = fake_mteb(monkeypatch, {"test": qrels["test"]})  # test-only qrels: halved like other retrieval tasks
+    task = task_from_spec(TaskSpec(name="m", type="retrieval", path="hf:org/mini-ir:my-qrels"))
+    assert calls[-1] == ("org/mini-ir", "my-qrels", None)
+    assert sorted(task.splits["train"].query_ids + task.splits["test"].query_ids) == ["q3", "q4"]
+    fake_mteb(monkeypatch, {"test": {"qid": ["q1"], "corpus-id": ["d1"], "score": [1]}})
+    with pytest.raises(ValueError, match=r"path='hf:org/mini-ir'.*lacks columns \['query-id'\]"):
+        task_from_spec(TaskSpec(name="m", type="retrieval", path="hf:org/mini-ir"))
