@@ -16,7 +16,7 @@ import yaml
 
 from csrv2 import strict
 from csrv2.strict import ConfigError
-from csrv2.tasks import TASK_TYPES
+from csrv2.task_spec import TaskSpec
 
 # Keys a config once held elsewhere: (old dotted key → new dotted key); loading an old run folder moves them.
 MOVED_KEYS = {"head.recon_4k_coef": "train.recon_4k_coef", "head.aux_coef": "train.aux_coef"}
@@ -71,35 +71,6 @@ class BackboneConfig:
     """Device for the backbone: auto (CUDA when present), cpu, cuda, cuda:1, ..."""
     image_size: int = 224
     """Vision backbones: images are resized to image_size × image_size (224 for EfficientNet-Lite0, ImageNet)."""
-
-
-@dataclass
-class TaskSpec:
-    name: str = ""
-    """Name the task is referred to by (data.task, eval.tasks)."""
-    type: Literal[TASK_TYPES] = "classification"
-    """MTEB task type; decides how the split is scored and how contrastive labels are made."""
-    path: str | dict[str, str] = ""
-    """A .csv / .tsv / .jsonl / .parquet file, one per split ({train: a.csv, test: b.csv}), or `hf:<id>[:<config>]`.
-    retrieval: a folder or an hf: dataset in MTEB's layout; reranking: a folder (layouts: csrv2.taskfiles)."""
-    text_column: str = "text"
-    """Column holding the text (or the first text of a pair)."""
-    text2_column: str = "text2"
-    """Column holding the second text of a pair (sts, pair_classification)."""
-    label_column: str = "label"
-    """Column holding the class (classification, clustering) or the 0/1 pair label."""
-    score_column: str = "score"
-    """Column holding the gold similarity (sts)."""
-    score_max: float = 5.0
-    """Top of the sts gold scale; a pair scoring ≥ 0.6 × score_max (3 of 5) is a contrastive positive."""
-    split_column: str = ""
-    """Column naming each row's split (train / test); empty → a seeded, stratified split."""
-    test_fraction: float = 0.2
-    """Share of rows held out for testing when the file has no split column."""
-    seed: int = 0
-    """Seed of the held-out split."""
-    revision: str = ""
-    """hf: datasets: the branch, tag or commit to load; empty → the default branch."""
 
 
 @dataclass

@@ -28,6 +28,7 @@ LAYERS = {
         "wheel_pins",
         "st_format",
         "usage",
+        "task_spec",
         "relabel",
         "balance",
         "provenance",
