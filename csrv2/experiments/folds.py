@@ -20,8 +20,11 @@ of F (nothing to train on) is neither for F's heads. Runs live in <output_dir>/h
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +35,8 @@ from csrv2.config import Config
 from csrv2.evaluate import DenseFeaturizer, SparseFeaturizer, evaluate_task
 from csrv2.experiments.folds_report import write_outputs
 from csrv2.experiments.grid import Log, load_or_train
-from csrv2.head import SparseHead
+from csrv2.files import atomic_write_json
+from csrv2.head import CONFIG_NAME, SparseHead
 from csrv2.metrics import read_metrics
 from csrv2.prepare import PreparedTask, TrainingData, check_inputs, mixture_training_data, prepare_task
 from csrv2.strict import ConfigError
@@ -40,6 +44,7 @@ from csrv2.tasks import ROLES
 from csrv2.usage import latent_counts, usage_stats
 
 REFERENCES = ("dense", "per-task", "random")
+SCORES_FILE = "fold_scores.json"  # a head's records, reused by a rerun (see _scores)
 NOT_USAGE_ROLES = {"train"}  # a classification task's `train` role is its classifier's training rows, not U
 
 
@@ -152,21 +157,36 @@ def run_folds(cfg: FoldsConfig, log: Log = print) -> dict:
         for seed in cfg.seeds:
             if "random" in cfg.references:
                 config = cfg.arm_config("random", fold, seed, mixture)
-                records += _score_head(
-                    cfg, "random", fold, seed, _centred_untrained(cfg, config), prepared, corpora, 0.0
+                records += _scores(
+                    cfg,
+                    Path(config.output_dir),
+                    f"untrained, seed {seed}",
+                    partial(
+                        _score_head, cfg, "random", fold, seed, _centred_untrained(cfg, config), prepared, corpora, 0.0
+                    ),
                 )
                 log(_summary(records, "random", fold, seed))
             if "per-task" in cfg.references:
                 for task in mixture:
                     config = _per_task_config(cfg, task, seed)
                     head, train_s = _train(config, prepared[task].train)
-                    records += _score_head(cfg, "per-task", fold, seed, head, {task: prepared[task]}, {}, train_s)
+                    records += _scores(
+                        cfg,
+                        Path(config.output_dir),
+                        _weights_sha256(config),
+                        partial(_score_head, cfg, "per-task", fold, seed, head, {task: prepared[task]}, {}, train_s),
+                    )
                 log(_summary(records, "per-task", fold, seed))
                 save()
             for arm in cfg.arms:
                 config = cfg.arm_config(arm, fold, seed, mixture)
                 head, train_s = _train(config, _mixture(cfg, config))
-                records += _score_head(cfg, arm, fold, seed, head, prepared, corpora, train_s)
+                records += _scores(
+                    cfg,
+                    Path(config.output_dir),
+                    _weights_sha256(config),
+                    partial(_score_head, cfg, arm, fold, seed, head, prepared, corpora, train_s),
+                )
                 log(_summary(records, arm, fold, seed))
                 save()
     save()
@@ -251,6 +271,40 @@ def _per_task_config(cfg: FoldsConfig, task: str, seed: int) -> Config:
     raw["eval"]["ks"] = list(cfg.ks)
     raw["output_dir"] = str(Path(cfg.output_dir) / "heads" / "per-task" / task / f"seed{seed}")
     return Config.from_dict(raw)
+
+
+def _scores(cfg: FoldsConfig, folder: Path, head_id: str, compute) -> list[dict]:
+    """compute()'s records, kept in <folder>/fold_scores.json and reused while the head (head_id: its weights' sha256)
+    and everything that decides a score (folds, ks, row caps, clustering seeds, anisotropy, backbone) are unchanged:
+    a rerun with one more arm scores only that arm."""
+    settings = {
+        "head": head_id,
+        "folds": cfg.folds,
+        "ks": cfg.ks,
+        "max_per_task": cfg.max_per_task,
+        "max_eval": cfg.max_eval,
+        "clustering_seeds": cfg.clustering_seeds,
+        "anisotropy": cfg.anisotropy,
+        "min_usage_activations": cfg.min_usage_activations,
+        "backbone": dataclasses.asdict(cfg.base.backbone),
+    }
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    path = folder / SCORES_FILE
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+            if saved.get("key") == key:
+                return saved["records"]
+        except (OSError, json.JSONDecodeError, KeyError):
+            pass  # a damaged file is scored again
+    records = compute()
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"key": key, "records": records})
+    return records
+
+
+def _weights_sha256(config: Config) -> str:
+    return json.loads((Path(config.output_dir) / CONFIG_NAME).read_text())["weights_sha256"]
 
 
 @torch.no_grad()

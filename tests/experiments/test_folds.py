@@ -132,6 +132,12 @@ def test_every_head_is_scored_in_and_out_of_its_fold_with_usage_on_the_other_fol
     again = run_folds(cfg, log=lambda line: None)["records"]
     assert {p: p.stat().st_mtime_ns for p in Path(cfg.output_dir, "heads").rglob("head.safetensors")} == before
     assert [r.get("train_s") for r in again] == [r.get("train_s") for r in records]
+    assert again == records  # scores reused from each head's fold_scores.json
+
+    # a changed evaluation setting rescores: the records' keys stay, the k=2 usage is recomputed
+    cfg.min_usage_activations = 1000
+    third = run_folds(cfg, log=lambda line: None)["records"]
+    assert not any(r["enough_rows"] for r in third if r["kind"] == "usage")
 
 
 def test_a_task_in_two_folds_or_a_bad_arm_is_refused(folds_config):
