@@ -40,6 +40,7 @@ LAYERS = {
         "head",
         "baselines",
         "distributed",
+        "embed_shards",
         "index",
         "index_kernels",
         "index_inputs",
