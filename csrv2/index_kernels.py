@@ -293,3 +293,29 @@ def first_bad_rows(idx, val):
         if bad_value >= 0 and repeat >= 0:
             break
     return bad_value, repeat
+
+
+@_njit()
+def counting_sort_packed(idx, val, dim):
+    """Packed codes idx, val (N, k) → CSC arrays (offsets (dim + 1,), doc_ids, values) of their non-zeros, doc ids
+    ascending within each latent: no (N · k,) row / latent temporaries (csrv2.index_build)."""
+    n, k = idx.shape
+    offsets = np.zeros(dim + 1, np.int64)
+    for i in range(n):
+        for j in range(k):
+            if val[i, j] != 0:
+                offsets[idx[i, j] + 1] += 1
+    for lat in range(dim):
+        offsets[lat + 1] += offsets[lat]
+    pos = offsets[:-1].copy()
+    doc_ids = np.empty(offsets[dim], np.int32)
+    values = np.empty(offsets[dim], np.float32)
+    for i in range(n):
+        for j in range(k):
+            v = val[i, j]
+            if v != 0:
+                p = pos[idx[i, j]]
+                doc_ids[p] = i
+                values[p] = v
+                pos[idx[i, j]] = p + 1
+    return offsets, doc_ids, values

@@ -43,6 +43,7 @@ LAYERS = {
         "embed_shards",
         "index",
         "index_kernels",
+        "index_build",
         "index_inputs",
         "dense_index",
         "evaluate",
