@@ -25,10 +25,12 @@ import time
 from pathlib import Path
 
 import torch
+import torch.distributed
 
-from csrv2 import assets, prepare, strict
+from csrv2 import assets, embeddings, prepare, strict
 from csrv2.catalog import get_task, list_tasks, shared_data_note, shared_tasks
 from csrv2.config import Config
+from csrv2.distributed import init_from_env
 from csrv2.experiments.bench import BenchConfig
 from csrv2.experiments.bench import run as run_bench
 from csrv2.experiments.folds import FoldsConfig, run_folds
@@ -115,8 +117,17 @@ def cmd_embed(args) -> None:
     if not config.data.task and not config.eval.tasks:
         raise ConfigError("nothing to embed: set data.task or eval.tasks")
     prepare.check_inputs(config)
-    for part in prepare.fill(config):
-        print(f"cached {part}", file=sys.stderr)
+    # Under torchrun (WORLD_SIZE > 1) the ranks join a gloo group and split every cache miss by rows into one file.
+    world = init_from_env(torch.device("cpu"))
+    try:
+        with embeddings.sharded(world):
+            done = prepare.fill(config)
+    finally:
+        if world.active:
+            torch.distributed.destroy_process_group()
+    if world.is_main:
+        for part in done:
+            print(f"cached {part}", file=sys.stderr)
 
 
 def cmd_bench(args) -> None:

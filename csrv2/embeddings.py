@@ -7,6 +7,7 @@ any later run with the same inputs reuses it.
 
     X = embed_texts(cfg.backbone, texts, key="r8/test/texts")     # (N, d) float32, memory-mapped
     X = embed_images(cfg.backbone, images, key="digits/test/images")
+    with sharded(world): ...                                        # under torchrun: each rank embeds its slice
 
 Which texts of a task are embedded under which key is csrv2.prepare's business.
 """
@@ -18,17 +19,32 @@ import json
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from csrv2 import paths
+from csrv2 import embed_shards, paths
 from csrv2.backbones import load_backbone
 from csrv2.config import BackboneConfig
+from csrv2.distributed import World
 from csrv2.files import atomic_save_npy, atomic_write_text, sha256_file
 
 _encoders: dict[tuple, object] = {}  # backbones loaded in this process, by their config (loading takes seconds)
+_world = [World()]  # the processes that share a cache miss (`sharded`); a world of one outside it
+
+
+@contextmanager
+def sharded(world: World) -> Iterator[None]:
+    """Within: every rank of `world` calls embed_texts / embed_images with the same inputs in the same order; a cache
+    miss is then embedded by all of them, each its contiguous slice of the rows, and joined by rank 0 into the one
+    cache file a single process would write, byte for byte (csrv2.embed_shards). `csrv2 embed` under torchrun."""
+    _world.append(world)
+    try:
+        yield
+    finally:
+        _world.pop()
 
 
 def cache_dir() -> Path:
@@ -83,8 +99,9 @@ def _fingerprint_texts(texts: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def _load_or_compute(path: Path, n: int, compute) -> np.ndarray:
-    """The cached (n, d) array at `path` when it is complete and intact, else compute(), stored, then mapped.
+def _load_or_compute(path: Path, n: int, compute: Callable[[slice], np.ndarray], key: str) -> np.ndarray:
+    """The cached (n, d) array at `path` when it is complete and intact, else compute(rows) of all rows (of this
+    rank's slice inside `sharded`), stored, then mapped.
 
     Each file has a sidecar `<name>.sha256` checked on its first open in a process (~0.1 s per 100 MB here; later
     opens of the unchanged file — same size and mtime — skip the hash): a file that no longer matches is named on
@@ -98,7 +115,12 @@ def _load_or_compute(path: Path, n: int, compute) -> np.ndarray:
             return np.load(path, mmap_mode="c")
         print(f"embedding cache: {path} {problem}; computing it again", file=sys.stderr)
     _remove_stale_partials(path.parent)
-    values = np.asarray(compute(), dtype=np.float32)  # (n, d)
+    world = _world[-1]
+    if world.active:  # every rank embeds its slice; rank 0 writes `path` and its sidecar
+        embed_shards.compute_sharded(path, n, compute, world, key)
+        _intact.add(_stat_key(path))
+        return np.load(path, mmap_mode="c")
+    values = np.asarray(compute(slice(0, n)), dtype=np.float32)  # (n, d)
     atomic_save_npy(path, values)  # the final name appears only with complete content
     atomic_write_text(_sidecar(path), sha256_file(path) + "\n")
     _intact.add(_stat_key(path))
@@ -152,7 +174,9 @@ def embed_texts(backbone_cfg: BackboneConfig, texts: Sequence[str], key: str, ki
     """
     texts = list(texts)
     path = cache_path(backbone_cfg, key, _fingerprint_texts(texts), kind)
-    return _load_or_compute(path, len(texts), lambda: get_encoder(backbone_cfg).encode(texts, kind=kind))
+    return _load_or_compute(
+        path, len(texts), lambda rows: get_encoder(backbone_cfg).encode(texts[rows], kind=kind), key
+    )
 
 
 def embed_images(backbone_cfg: BackboneConfig, images: np.ndarray, key: str) -> np.ndarray:
@@ -160,4 +184,4 @@ def embed_images(backbone_cfg: BackboneConfig, images: np.ndarray, key: str) -> 
     images = np.ascontiguousarray(images)
     fingerprint = hashlib.sha256(images.tobytes()).hexdigest() + str(images.shape)
     path = cache_path(backbone_cfg, key, fingerprint)
-    return _load_or_compute(path, len(images), lambda: get_encoder(backbone_cfg).encode(images))
+    return _load_or_compute(path, len(images), lambda rows: get_encoder(backbone_cfg).encode(images[rows]), key)

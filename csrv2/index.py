@@ -84,6 +84,7 @@ class SparseIndex:
         self.dim = offsets.shape[0] - 1
         self._lock = threading.Lock()  # the scratch buffers are shared by all calls
         self._scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._extremes: tuple[np.ndarray, np.ndarray] | None = None  # per-latent largest / smallest value (pruning)
         self.build_seconds = 0.0
 
     # -- construction ----------------------------------------------------------------------------
@@ -115,7 +116,7 @@ class SparseIndex:
         first = self.n_docs
         self.offsets, self.doc_ids, self.values = offsets, doc_ids, values
         self.n_docs += n_new
-        self._scratch = None
+        self._scratch = self._extremes = None
         return np.arange(first, self.n_docs, dtype=np.int64)
 
     # -- search ----------------------------------------------------------------------------------
@@ -139,8 +140,12 @@ class SparseIndex:
             for q in range(n_q):
                 search_one_numpy(self.offsets, self.doc_ids, self.values, q_idx[q], q_val[q], out_s[q], out_i[q])
         # Rows whose kept scores do not all beat 0 may rank documents without a shared latent (score 0) higher.
-        for q in np.flatnonzero((out_i[:, -1] < 0) | (out_s[:, -1] <= 0)):
-            self._merge_zero_scores(q_idx[q], q_val[q], out_s[q], out_i[q])
+        if n_q == 1:  # one query (the latency path): a scalar test, no temporaries
+            if out_i[0, -1] < 0 or out_s[0, -1] <= 0:
+                self._merge_zero_scores(q_idx[0], q_val[0], out_s[0], out_i[0])
+        else:
+            for q in np.flatnonzero((out_i[:, -1] < 0) | (out_s[:, -1] <= 0)):
+                self._merge_zero_scores(q_idx[q], q_val[q], out_s[q], out_i[q])
         if isinstance(queries, SparseCodes):
             return torch.from_numpy(out_s), torch.from_numpy(out_i)
         return out_s, out_i
@@ -172,18 +177,18 @@ class SparseIndex:
         parallel = n_threads > 1 and q_idx.shape[0] > 1
         with self._lock:
             acc, flag, touched = self._get_scratch(numba.config.NUMBA_NUM_THREADS if parallel else 1)
+            high, low = self._get_extremes()
+            lists = (self.offsets, self.doc_ids, self.values, high, low)
             if parallel:
                 previous = numba.get_num_threads()
                 numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
                 try:
                     chunk = max(1, min(64, q_idx.shape[0] // (8 * n_threads)))
-                    index_kernels.search_parallel(
-                        self.offsets, self.doc_ids, self.values, q_idx, q_val, acc, flag, touched, out_s, out_i, chunk
-                    )
+                    index_kernels.search_parallel(*lists, q_idx, q_val, acc, flag, touched, out_s, out_i, chunk)
                 finally:
                     numba.set_num_threads(previous)
             else:
-                search_serial(self.offsets, self.doc_ids, self.values, q_idx, q_val, acc, flag, touched, out_s, out_i)
+                search_serial(*lists, q_idx, q_val, acc, flag, touched, out_s, out_i)
 
     def _get_scratch(self, rows: int):
         """Per-thread block scratch: acc (rows, BLOCK) float64, flag (rows, BLOCK) uint8, touched (rows, BLOCK) int32.
@@ -197,6 +202,20 @@ class SparseIndex:
                 np.zeros((rows, BLOCK), np.int32),
             )
         return self._scratch
+
+    def _get_extremes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(dim,) float64 each: every latent's largest and smallest stored value (0 for an empty list), computed
+        once per index in one pass over the values; the kernels bound what a list's documents alone can score."""
+        if self._extremes is None:
+            high, low = np.zeros(self.dim), np.zeros(self.dim)
+            starts = self.offsets[:-1]
+            filled = np.flatnonzero(self.offsets[1:] > starts)
+            if len(filled):  # each filled list's segment ends where the next filled one starts
+                values = np.asarray(self.values)
+                high[filled] = np.maximum.reduceat(values, starts[filled])
+                low[filled] = np.minimum.reduceat(values, starts[filled])
+            self._extremes = (high, low)
+        return self._extremes
 
     # -- statistics (cost model) -------------------------------------------------------------------
     def __len__(self) -> int:

@@ -20,9 +20,17 @@ def as_packed(codes, dim: int, name: str) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(codes, SparseCodes):
         if codes.dim != dim:
             raise ValueError(f"{name}: codes have dim {codes.dim}, the index has dim {dim}")
-        idx = codes.indices.detach().cpu().numpy().astype(np.int64, copy=False)
-        val = codes.values.detach().cpu().to(torch.float32).numpy()
-        idx, val = np.ascontiguousarray(idx), np.ascontiguousarray(val)
+        # Few tensor calls: a single-query search spends more time converting its query than searching a 100k index.
+        indices, values = codes.indices.detach(), codes.values.detach()
+        if indices.device.type != "cpu":
+            indices, values = indices.cpu(), values.cpu()
+        if values.dtype != torch.float32:
+            values = values.to(torch.float32)
+        idx, val = indices.numpy(), values.numpy()
+        if idx.dtype != np.int64 or not idx.flags.c_contiguous:
+            idx = np.ascontiguousarray(idx, dtype=np.int64)
+        if not val.flags.c_contiguous:
+            val = np.ascontiguousarray(val)
         check_packed(idx, val, name)
         return idx, val
     if scipy.sparse.issparse(codes):

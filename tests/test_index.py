@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import csrv2.index as index_module
 from csrv2.codes import SparseCodes
 from csrv2.index import SparseIndex
+from csrv2.index_kernels import BLOCK
 
 
 def random_codes(rng: np.random.Generator, n: int, dim: int, k: int, levels: int = 4) -> SparseCodes:
@@ -264,3 +265,38 @@ def test_non_finite_values_and_repeated_latents_are_refused():
     duplicated = scipy.sparse.csr_matrix((np.ones(2, np.float32), np.array([1, 1]), np.array([0, 2])), shape=(1, 4))
     with pytest.raises(ValueError, match="stores one latent twice"):
         SparseIndex.build(duplicated)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(BLOCK + 1, 3 * BLOCK),  # pruning starts from the second block of document ids
+    k=st.integers(1, 3),
+    top=st.integers(1, 12),
+    signed=st.booleans(),
+    seed=st.integers(0, 2**31),
+)
+def test_pruned_longest_list_matches_brute_force(n, k, top, signed, seed):
+    """Skewed latent use (one latent on most documents, as trained heads give), dyadic values (many exact ties) over
+    one or more blocks: once the heap is full the longest list's documents alone are skipped unread. Results must
+    still equal brute force, ties by lower id, with signed values too (the smallest value bounds a negative weight)."""
+    rng = np.random.default_rng(seed)
+    dim = 8
+    popular = rng.random(n) < 0.9  # latent 0 on ~90 % of documents: its list is the longest
+    others = np.argsort(rng.random((n, dim - 1)), axis=1)[:, : k - 1] + 1
+    idx = np.concatenate([np.where(popular, 0, rng.integers(1, dim, n))[:, None], others], axis=1)
+    idx[~popular, 1:] = (idx[~popular, :1] + np.arange(1, k)) % dim  # rows without latent 0 keep distinct latents
+    low = -4 if signed else 0
+    val = rng.integers(low, 5, size=(n, k)).astype(np.float32) / 4
+    # The popular latent's values: mostly small, large ones rare and scattered over the blocks, so the best documents
+    # often come late (an index that stopped reading the longest list too early would miss them).
+    big = rng.choice([1, 2, 3, 4], size=n, p=[0.9, 0.09, 0.009, 0.001]).astype(np.float32) / 4
+    val[:, 0] = big * (rng.choice([-1, 1], size=n) if signed else 1)
+    docs = SparseCodes(torch.from_numpy(idx), torch.from_numpy(val), dim)
+    q_idx = torch.tensor([[0, *range(1, k)]] * 3)
+    q_val = torch.from_numpy(rng.integers(low, 5, size=(3, k)).astype(np.float32) / 4)
+    q_val[:, 0] = torch.tensor([1.0, 0.75, -0.5 if signed else 0.25])
+    queries = SparseCodes(q_idx, q_val, dim)
+    scores, ids = SparseIndex.build(docs).search(queries, top=top)
+    exp_s, exp_i = brute_force(docs, queries, top)
+    np.testing.assert_array_equal(ids.numpy(), exp_i)
+    np.testing.assert_array_equal(scores.numpy(), exp_s)
