@@ -14,7 +14,7 @@
     → folds_report.write_outputs: results.json, table.md, after every arm
 
 A task is in-mixture for F when F's mixture trained on it, held-out when it belongs to another fold; a test-only task
-of F (nothing to train on) is neither for F's heads. Runs live in <output_dir>/heads/<arm>/<F>/seed<s>/.
+of F (nothing to train on) is neither for F's heads. Runs live in <heads_dir>/<arm>/<F>/seed<s>/.
 """
 
 from __future__ import annotations
@@ -51,7 +51,10 @@ NOT_USAGE_ROLES = {"train"}  # a classification task's `train` role is its class
 @dataclass
 class FoldsConfig:
     output_dir: str = "runs/live-latents"
-    """Run folder: results.json, table.md and every trained head."""
+    """Run folder: results.json, table.md and (unless heads_dir says otherwise) every trained head."""
+    heads_dir: str = ""
+    """Where trained heads live; empty → <output_dir>/heads. Two configs pointing at one folder share their heads
+    (a confirmation run reuses the screening run's heads and trains only what is new)."""
     folds: dict[str, list[str]] = field(default_factory=dict)
     """Fold name → its tasks. Tasks that share documents belong in one fold; every task type in each, where it can."""
     train_folds: list[str] = field(default_factory=list)
@@ -110,6 +113,9 @@ class FoldsConfig:
         for arm in self.arms:
             self.arm_config(arm, next(iter(self.folds)), self.seeds[0], ["task"])  # a bad override fails at load
 
+    def heads(self) -> Path:
+        return Path(self.heads_dir) if self.heads_dir else Path(self.output_dir) / "heads"
+
     def arm_config(self, arm: str, fold: str, seed: int, mixture: list[str]) -> Config:
         raw = strict.apply_overrides(self.base.to_dict(), self.arms.get(arm, []))
         raw["train"]["seed"] = seed
@@ -117,7 +123,7 @@ class FoldsConfig:
         unlabeled = raw["data"].get("unlabeled") or []
         raw["data"]["unlabeled"] = [t for name in unlabeled for t in (mixture if name == "FOLD" else [name])]
         raw["eval"]["ks"] = list(self.ks)
-        raw["output_dir"] = str(Path(self.output_dir) / "heads" / arm / fold / f"seed{seed}")
+        raw["output_dir"] = str(self.heads() / arm / fold / f"seed{seed}")
         try:
             return Config.from_dict(raw)
         except ConfigError as err:
@@ -269,7 +275,7 @@ def _per_task_config(cfg: FoldsConfig, task: str, seed: int) -> Config:
     raw["train"]["seed"] = seed
     raw["data"].update(mixture=[], task=task)
     raw["eval"]["ks"] = list(cfg.ks)
-    raw["output_dir"] = str(Path(cfg.output_dir) / "heads" / "per-task" / task / f"seed{seed}")
+    raw["output_dir"] = str(cfg.heads() / "per-task" / task / f"seed{seed}")
     return Config.from_dict(raw)
 
 

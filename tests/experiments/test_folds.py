@@ -4,6 +4,7 @@ Checks against values computed outside the protocol: which tasks are in-mixture 
 against evaluate_task called directly, usage against codes recomputed from the saved head, reuse of finished heads.
 """
 
+import dataclasses
 import json
 import zlib
 from pathlib import Path
@@ -133,6 +134,12 @@ def test_every_head_is_scored_in_and_out_of_its_fold_with_usage_on_the_other_fol
     assert {p: p.stat().st_mtime_ns for p in Path(cfg.output_dir, "heads").rglob("head.safetensors")} == before
     assert [r.get("train_s") for r in again] == [r.get("train_s") for r in records]
     assert again == records  # scores reused from each head's fold_scores.json
+
+    # another output folder that points heads_dir at these heads trains nothing and scores the same
+    other = dataclasses.replace(cfg, output_dir=cfg.output_dir + "-confirm", heads_dir=f"{cfg.output_dir}/heads")
+    assert run_folds(other, log=lambda line: None)["records"] == records
+    assert {p: p.stat().st_mtime_ns for p in Path(cfg.output_dir, "heads").rglob("head.safetensors")} == before
+    assert (Path(other.output_dir) / "table.md").is_file() and not (Path(other.output_dir) / "heads").exists()
 
     # a changed evaluation setting rescores: the records' keys stay, the k=2 usage is recomputed
     cfg.min_usage_activations = 1000
