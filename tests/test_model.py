@@ -168,7 +168,8 @@ def test_push_to_hub_uploads_only_what_loading_needs(tiny_run, tmp_path, monkeyp
     (run / "eval.json").write_text("{}")
     assert any(p.name.startswith("step_") for p in run.iterdir()) and (run / "metrics.jsonl").is_file()
     files = csrv2.push_to_hub(run, "me/tiny-head", revision="v1", private=True, token="t0k")
-    expected = ["csrv2_backbone.json", "csrv2_head.json", "eval.json", "head.safetensors"]
+    # README.md: the model card every trained run has (the hub shows it as the repo's page)
+    expected = ["README.md", "csrv2_backbone.json", "csrv2_head.json", "eval.json", "head.safetensors"]
     assert files == expected
     assert [c[0] for c in calls] == ["create_repo", "create_branch", "upload_folder"]
     assert calls[0][1] == ("me/tiny-head",) and calls[0][2]["private"] is True and calls[0][2]["token"] == "t0k"
