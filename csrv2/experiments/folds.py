@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -41,6 +42,7 @@ from csrv2.metrics import read_metrics
 from csrv2.prepare import PreparedTask, TrainingData, check_inputs, mixture_training_data, prepare_task
 from csrv2.strict import ConfigError
 from csrv2.tasks import ROLES
+from csrv2.trainer import DATA_RECORD
 from csrv2.usage import latent_counts, usage_stats
 
 REFERENCES = ("dense", "per-task", "random")
@@ -237,8 +239,13 @@ def mean_cosine(x: np.ndarray, rows: int = 2000, seed: int = 0) -> float:
     return float((s @ s - len(x)) / (len(x) * (len(x) - 1)))
 
 
-def _train(config: Config, data) -> tuple[SparseHead, float]:
-    """load_or_train, with the training loop's own seconds (metrics.jsonl) also for a head trained earlier."""
+def _train(config: Config, data: TrainingData) -> tuple[SparseHead, float]:
+    """load_or_train, with the training loop's own seconds (metrics.jsonl) also for a head trained earlier. A head is
+    reused only when it was trained on these rows too (its data.json), not only by this config: the config does not
+    record `anisotropy`, and two configs may share heads_dir."""
+    record = Path(config.output_dir) / DATA_RECORD
+    if record.is_file() and json.loads(record.read_text()) != data.fingerprint():
+        shutil.rmtree(config.output_dir)
     head, seconds = load_or_train(config, data)
     lines = read_metrics(Path(config.output_dir) / "metrics.jsonl")
     return head, float(lines[-1].get("elapsed_s", seconds)) if lines else seconds

@@ -141,6 +141,12 @@ def test_every_head_is_scored_in_and_out_of_its_fold_with_usage_on_the_other_fol
     assert {p: p.stat().st_mtime_ns for p in Path(cfg.output_dir, "heads").rglob("head.safetensors")} == before
     assert (Path(other.output_dir) / "table.md").is_file() and not (Path(other.output_dir) / "heads").exists()
 
+    # the same heads folder with other inputs (anisotropy: the config of each head is unchanged) retrains every head
+    skewed = dataclasses.replace(other, anisotropy=1.0)
+    run_folds(skewed, log=lambda line: None)
+    after = {p: p.stat().st_mtime_ns for p in Path(cfg.output_dir, "heads").rglob("head.safetensors")}
+    assert after.keys() == before.keys() and all(after[p] != before[p] for p in before)
+
     # a changed evaluation setting rescores: the records' keys stay, the k=2 usage is recomputed
     cfg.min_usage_activations = 1000
     third = run_folds(cfg, log=lambda line: None)["records"]
