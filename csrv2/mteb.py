@@ -1,7 +1,7 @@
 """A loaded csrv2 model as an MTEB encoder: `mteb.evaluate(MtebEncoder(csrv2.load(run), k=2), tasks)`.
 
-    import csrv2, mteb
-    from csrv2.mteb import MtebEncoder
+With csrv2, mteb and csrv2.mteb.MtebEncoder imported at the top of a script:
+
     encoder = MtebEncoder(csrv2.load("runs/quickstart"), k=2)              # codes at k = 2, as dense (N, h) vectors
     result = mteb.evaluate(encoder, mteb.get_tasks(tasks=["Banking77Classification"]), cache=None)
 

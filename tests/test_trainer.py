@@ -1,5 +1,6 @@
 """Head training end to end on small arrays: run folder, metrics, checkpoints, exact resume, bad input."""
 
+import contextlib
 import json
 import shutil
 import signal
@@ -40,6 +41,24 @@ def clustered(n=600, d=32, classes=6, seed=0):
     labels = rng.integers(0, classes, n)
     x = centers[labels] + 0.7 * rng.normal(size=(n, d))
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), labels
+
+
+@contextlib.contextmanager
+def crash_at_step(monkeypatch, step: int):
+    """The body must raise a simulated crash in the `step`-th call of objectives.step_loss (a step with one micro-batch);
+    step_loss is restored afterwards."""
+    real_step_loss, calls = objectives.step_loss, []
+
+    def crashing_step_loss(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == step:
+            raise RuntimeError("simulated crash")
+        return real_step_loss(*args, **kwargs)
+
+    monkeypatch.setattr(objectives, "step_loss", crashing_step_loss)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        yield
+    monkeypatch.setattr(objectives, "step_loss", real_step_loss)
 
 
 def config(tmp_path, name="run", **train):
@@ -93,18 +112,8 @@ def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
     straight = Trainer(config(tmp_path, "a"), TrainingData(x, y)).fit()
 
     # Crash at step 15 (last checkpoint: step 10), then resume the same run to its end.
-    real_step_loss, calls = objectives.step_loss, []
-
-    def crashing_step_loss(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 15:
-            raise RuntimeError("simulated crash")
-        return real_step_loss(*args, **kwargs)
-
-    monkeypatch.setattr(objectives, "step_loss", crashing_step_loss)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with crash_at_step(monkeypatch, 15):
         Trainer(config(tmp_path, "b"), TrainingData(x, y)).fit()
-    monkeypatch.setattr(objectives, "step_loss", real_step_loss)
     assert not (tmp_path / "b" / "head.safetensors").exists()
     resumed = Trainer(config(tmp_path, "b", resume=True), TrainingData(x, y)).fit()
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
@@ -394,18 +403,8 @@ def test_balancing_spreads_usage_and_resumes_exactly(tmp_path, monkeypatch):
     assert n_live(balanced) > n_live(plain)
     assert (tmp_path / "balanced" / "step_000030" / "balancer.module.safetensors").is_file()
 
-    real_step_loss, calls = objectives.step_loss, []
-
-    def crashing_step_loss(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 15:
-            raise RuntimeError("simulated crash")
-        return real_step_loss(*args, **kwargs)
-
-    monkeypatch.setattr(objectives, "step_loss", crashing_step_loss)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with crash_at_step(monkeypatch, 15):
         run("b", 0.01)
-    monkeypatch.setattr(objectives, "step_loss", real_step_loss)
     resumed = run("b", 0.01, resume=True)
     for (name, a), (_, b) in zip(balanced.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
