@@ -1,7 +1,8 @@
 """Training objectives: how each method turns one (micro-)batch into a single loss. The one place loss weights apply.
 
     csrv2: recon_weight · (L_k + recon_4k_coef · L_4k + aux_coef · L_aux) + contrastive_coef · SupCon(codes, labels)
-           (+ uniformity_coef · InfoNCE(codes, codes), when set: spreads rows over latents)
+           (+ uniformity_coef · InfoNCE(codes, codes), when set: spreads rows over latents; a term whose weight is
+           0 is not computed and not logged)
     csr:   the same with in-batch InfoNCE of the codes against themselves instead of SupCon
     mrl:   mean SupCon over every prefix of a linear head's output (the Matryoshka baseline)
 
@@ -47,24 +48,27 @@ def step_loss(
 
     auxk = distributed.auxk_loss_across_ranks if world.active else losses.auxk_loss
     out = head(x, k=k, target=target, auxk_loss=auxk)
-    codes = distributed.all_gather_rows(out.codes.to_dense(), world)  # (B, h), differentiable in the kept values
-    if train.objective == "csrv2":
-        contrast = losses.supcon_loss(codes, labels_all, train.temperature, train.positives_inside_log)
-    else:
-        contrast = losses.info_nce(codes, temperature=train.temperature)
     autoencoder = out.recon_loss + train.recon_4k_coef * out.recon_4k_loss + train.aux_coef * out.aux_loss
-    loss = train.recon_weight * autoencoder + train.contrastive_coef * contrast
-    parts = {
-        "loss": loss,
-        "recon_loss": out.recon_loss,
-        "recon_4k_loss": out.recon_4k_loss,
-        "aux_loss": out.aux_loss,
-        "contrastive_loss": contrast,
-    }
-    if train.objective == "csrv2" and train.uniformity_coef > 0:
-        uniformity = losses.info_nce(codes, temperature=train.temperature)
-        loss = loss + train.uniformity_coef * uniformity
-        parts.update(loss=loss, uniformity_loss=uniformity)
+    loss = train.recon_weight * autoencoder
+    parts = {"recon_loss": out.recon_loss, "recon_4k_loss": out.recon_4k_loss, "aux_loss": out.aux_loss}
+    uniformity_coef = train.uniformity_coef if train.objective == "csrv2" else 0.0
+    if train.contrastive_coef > 0 or uniformity_coef > 0:
+        # Gathering the codes and the (B, B) similarity matrix is skipped when no contrastive term is weighted:
+        # the reconstruction-only recipe (contrastive_coef 0) then costs what its losses cost. Every rank shares
+        # the config, so all of them skip the collective together.
+        codes = distributed.all_gather_rows(out.codes.to_dense(), world)  # (B, h), differentiable in the kept values
+        if train.contrastive_coef > 0:
+            if train.objective == "csrv2":
+                contrast = losses.supcon_loss(codes, labels_all, train.temperature, train.positives_inside_log)
+            else:
+                contrast = losses.info_nce(codes, temperature=train.temperature)
+            loss = loss + train.contrastive_coef * contrast
+            parts["contrastive_loss"] = contrast
+        if uniformity_coef > 0:
+            uniformity = losses.info_nce(codes, temperature=train.temperature)
+            loss = loss + uniformity_coef * uniformity
+            parts["uniformity_loss"] = uniformity
+    parts["loss"] = loss
     return StepLoss(loss, parts, out.fired, out.usage)
 
 

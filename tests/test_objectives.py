@@ -86,6 +86,31 @@ def test_csr_uses_info_nce_of_the_codes_against_themselves():
     torch.testing.assert_close(with_labels.loss, got.loss)
 
 
+@pytest.mark.parametrize("objective", ["csrv2", "csr"])
+def test_zero_contrastive_weight_is_not_computed(objective, monkeypatch):
+    """contrastive_coef 0 (the reconstruction-only recipe): the loss is the weighted reconstruction alone, with the
+    same gradients, no contrastive part is logged and neither contrastive loss is called at all."""
+    head, (x, labels) = head_with_dead_latents(), batch()
+    train = TrainConfig(objective=objective, **{**COEFS, "contrastive_coef": 0.0})
+
+    def not_called(*args, **kwargs):
+        raise AssertionError("a contrastive loss was computed with weight 0")
+
+    monkeypatch.setattr(losses, "supcon_loss", not_called)
+    monkeypatch.setattr(losses, "info_nce", not_called)
+    got = step_loss(head, x, labels, 5, train, World())
+    got.loss.backward()
+    got_grads = grads(head)
+    head.zero_grad()
+    out = head(x, k=5)
+    expected = 2.0 * (out.recon_loss + 0.5 * out.recon_4k_loss + 0.25 * out.aux_loss)
+    torch.testing.assert_close(got.loss, expected, rtol=0, atol=0)
+    assert set(got.parts) == {"loss", "recon_loss", "recon_4k_loss", "aux_loss"}
+    expected.backward()
+    for name, g in grads(head).items():
+        torch.testing.assert_close(got_grads[name], g, rtol=0, atol=0, msg=name)
+
+
 def test_step_loss_passes_k_and_the_reconstruction_target():
     """k reaches the head (codes have k columns) and target replaces x in the reconstruction terms."""
     head, (x, labels) = head_with_dead_latents(), batch()
