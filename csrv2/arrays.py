@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from csrv2.stacked_rows import row_blocks
+
 Arrays = tuple[np.ndarray, np.ndarray | None]  # embeddings (N, d), labels (N,) int64 or None
 
 
@@ -35,6 +37,7 @@ def load_arrays(path: str | Path, field: str = "data.embeddings") -> Arrays:
 # (reading a 10M-row memory map whole only to check it would cost more than an epoch of training).
 UNIT_CHECK_ROWS = 200_000
 UNIT_TOLERANCE = 1e-3
+FINITE_CHECK_VALUES = 1 << 24  # values per block of the NaN/inf check: 64 MiB of float32 whatever d is
 
 
 def check_arrays(embeddings: np.ndarray, labels: np.ndarray | None, where: str, unit_rows: bool = False) -> Arrays:
@@ -44,7 +47,10 @@ def check_arrays(embeddings: np.ndarray, labels: np.ndarray | None, where: str, 
     Returns the embeddings unchanged and the labels as int64."""
     if embeddings.ndim != 2 or embeddings.shape[0] < 2:
         raise ValueError(f"{where}: embeddings must be (N ≥ 2, d), got shape {embeddings.shape}")
-    bad = np.flatnonzero(~np.isfinite(np.asarray(embeddings)).all(axis=1))
+    bad_rows = []  # in blocks: a 10M-row memory map is read once, never held (or its (N, d) mask built) whole
+    for start, block in row_blocks(embeddings, max(1, FINITE_CHECK_VALUES // embeddings.shape[1])):
+        bad_rows.append(start + np.flatnonzero(~np.isfinite(block).all(axis=1)))
+    bad = np.concatenate(bad_rows)
     if bad.size:
         raise ValueError(f"{where}: embeddings row {bad[0]} has NaN or inf ({bad.size} such rows)")
     if unit_rows:

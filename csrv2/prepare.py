@@ -24,6 +24,7 @@ from csrv2.catalog import catalog as catalog_names
 from csrv2.catalog import get_task, shared_data_note
 from csrv2.config import Config
 from csrv2.embeddings import embed_images, embed_texts
+from csrv2.stacked_rows import StackedRows
 from csrv2.strict import ConfigError
 from csrv2.tasks import ROLES, EmbeddedTask, Split, Task
 
@@ -33,7 +34,7 @@ class TrainingData:
     """What one run trains on. A frozen backbone needs `embeddings`; a trainable one (train.backbone=full|lora)
     reads `inputs`. Rows sharing a label are positives of each other (csrv2.tasks)."""
 
-    embeddings: np.ndarray | None = None  # (N, d) float32 backbone embeddings
+    embeddings: np.ndarray | StackedRows | None = None  # (N, d) float32 backbone embeddings (often memory maps)
     labels: np.ndarray | None = None  # (N,) int64 contrastive labels, or None (unlabelled: train.objective=csr)
     inputs: list[str] | np.ndarray | None = None  # texts (N,) or images (N, H, W[, 3]) behind the embeddings
     source: str = "training data"  # where the rows came from, named in errors
@@ -186,7 +187,7 @@ def mixture_training_data(config: Config) -> TrainingData:
     if data.unlabeled:
         source += f" + data.unlabeled ({', '.join(data.unlabeled)})"
     return TrainingData(
-        np.concatenate([part.embeddings for part in parts]),
+        StackedRows([part.embeddings for part in parts]),  # the tasks' memory maps, not a copy of the mixture in RAM
         np.concatenate(labels),
         texts,
         source,
@@ -222,6 +223,9 @@ def task_training_data(task: Task, config: Config, max_train: int = 0, rng=None)
             part = np.asarray(corpus)[[row_of[t] for t in part_texts]]
         else:
             part = embed_texts(backbone, part_texts, f"{base}/train-{kind}{sub}", kind)
+        if len(part_rows) == len(rows):  # one kind only: the cache's memory map itself, read per batch, never copied
+            x = part
+            break
         if x is None:
             x = np.empty((len(rows), part.shape[1]), dtype=np.float32)
         x[part_rows] = part

@@ -36,6 +36,7 @@ from csrv2.model_card import write_model_card
 from csrv2.prepare import TrainingData
 from csrv2.safeguards import GracefulStop, TrainingInterrupted, gradient_norm, non_finite
 from csrv2.schedule import KAnnealing
+from csrv2.stacked_rows import StackedRows, row_blocks
 
 DATA_RECORD = "data.json"  # in the run folder: what the run trained on (TrainingData.fingerprint), checked on resume
 
@@ -123,11 +124,11 @@ class Trainer:
     def initialise_head(self, head: nn.Module, source) -> None:
         """Data-dependent initialisation before step 0: head.b_pre_init=mean centres the head on the training rows."""
         if isinstance(head, SparseHead) and self.config.head.b_pre_init == "mean":
-            if not isinstance(source, np.ndarray) or source.ndim != 2:
+            if not isinstance(source, (np.ndarray, StackedRows)) or source.ndim != 2:
                 raise ConfigError("head.b_pre_init=mean needs a frozen backbone (the mean of its embeddings)")
             total = np.zeros(source.shape[1], np.float64)
-            for start in range(0, len(source), 65536):  # chunks: a memory-mapped cache is never read whole
-                total += np.asarray(source[start : start + 65536], dtype=np.float64).sum(0)
+            for _, block in row_blocks(source, 65536):  # blocks: a memory-mapped cache is never read whole
+                total += np.asarray(block, dtype=np.float64).sum(0)
             head.center(torch.from_numpy(total / len(source)))
 
     # -- run folder ------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ LAYERS = {
         "provenance",
         "hub",
         "st_modules",
+        "stacked_rows",
     ],
     1: ["config"],
     2: [

@@ -6,6 +6,7 @@ import pytest
 
 from csrv2 import prepare
 from csrv2.config import Config
+from csrv2.stacked_rows import StackedRows
 from csrv2.strict import ConfigError
 
 
@@ -103,6 +104,9 @@ def test_a_mixture_keeps_each_tasks_classes_apart_and_adds_unlabelled_rows_once(
     b_task = prepare.get_task("b", config.data.tasks)
     want = prepare.task_training_data(b_task, config, 12, np.random.default_rng(0))
     assert data.inputs[b_rows] == want.inputs  # the grid's seed-0 draw, so the cache is shared
+    # the rows are the tasks' cache files themselves, read per batch: nothing of the mixture is copied into RAM
+    assert isinstance(data.embeddings, StackedRows) and all(isinstance(p, np.memmap) for p in data.embeddings.parts)
+    np.testing.assert_array_equal(data.embeddings[np.arange(10, 22)], want.embeddings)
 
     config = Config.from_dict({"data": {"mixture": ["a", "b"], "unlabeled": ["b"], "tasks": tasks, "max_per_task": 12}})
     data = prepare.training_data(config)

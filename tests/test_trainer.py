@@ -22,6 +22,7 @@ from csrv2.model import backbone_record
 from csrv2.prepare import TrainingData, training_data
 from csrv2.sampling import class_aware_batches
 from csrv2.schedule import KAnnealing
+from csrv2.stacked_rows import StackedRows
 from csrv2.trainer import Trainer
 
 
@@ -121,6 +122,23 @@ def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))
     assert len(json.loads((tmp_path / "b" / "run.json").read_text())["sessions"]) == 2  # the start and the resume
+
+
+def test_rows_stacked_from_memory_maps_train_the_same_head_as_one_array(tmp_path):
+    """A mixture's StackedRows of memory-mapped cache files (read per batch) trains exactly the head that the
+    concatenated in-RAM array trains, b_pre=mean initialisation included."""
+    x, y = clustered()
+    for i, part in enumerate(np.split(x, [250, 420])):
+        np.save(tmp_path / f"part{i}.npy", part)
+    maps = [np.load(tmp_path / f"part{i}.npy", mmap_mode="r") for i in range(3)]
+    in_ram = config(tmp_path, "ram", max_steps=12)
+    in_ram.head.b_pre_init = "mean"
+    stacked = config(tmp_path, "stacked", max_steps=12)
+    stacked.head.b_pre_init = "mean"
+    a = Trainer(in_ram, TrainingData(x, y)).fit()
+    b = Trainer(stacked, TrainingData(StackedRows(maps), y)).fit()
+    for (name, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(va, vb), name
 
 
 def test_existing_run_is_not_overwritten_and_resume_checks_config(tmp_path):

@@ -1,0 +1,85 @@
+"""Several (N_i, d) row arrays read as one (ΣN_i, d) array without copying them.
+
+A training mixture is the train splits of many tasks, each a memory map of the embedding cache. Concatenating them
+would put the whole mixture in RAM; `StackedRows` keeps the maps and copies only the rows a batch asks for:
+
+    rows = StackedRows([cache_a, cache_b])     # (N_a + N_b, d), nothing read yet
+    batch = rows[np.array([5, N_a + 2])]       # (2, d) ndarray: row 5 of cache_a, row 2 of cache_b
+    for start, block in rows.blocks(65536):    # sequential passes (checks, means) in bounded memory
+        ...
+
+`np.asarray(rows)` still works and copies everything: for small experiments that want a plain array.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+
+class StackedRows:
+    """Read-only row-wise concatenation of 2-D arrays of one width (memory maps stay memory maps)."""
+
+    ndim = 2
+
+    def __init__(self, parts: Sequence[np.ndarray]):
+        if not parts:
+            raise ValueError("StackedRows needs at least one array")
+        widths = {p.shape[1] if p.ndim == 2 else None for p in parts}
+        if len(widths) != 1 or None in widths:
+            shapes = ", ".join(str(p.shape) for p in parts)
+            raise ValueError(f"StackedRows: every part must be (N_i, d) with one d, got shapes {shapes}")
+        self.parts = list(parts)
+        self.starts = np.cumsum([0] + [len(p) for p in parts])  # (parts + 1,): first global row of each part
+        self.shape = (int(self.starts[-1]), widths.pop())
+        self.dtype = np.result_type(*(p.dtype for p in parts))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        """An int (one row (d,)), a slice, or an integer / boolean index array (rows (b, d), in the asked order)."""
+        if isinstance(index, (int, np.integer)):
+            return self[np.array([index])][0]
+        if isinstance(index, slice):
+            return self[np.arange(*index.indices(len(self)))]
+        rows = np.asarray(index)
+        if rows.dtype == bool:
+            if rows.shape != (len(self),):
+                raise IndexError(f"boolean index of shape {rows.shape} for {len(self)} rows")
+            rows = np.flatnonzero(rows)
+        if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+            raise IndexError(f"StackedRows takes an int, a slice or a 1-D integer/boolean array, got {index!r}")
+        rows = np.where(rows < 0, rows + len(self), rows)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            bad = rows[(rows < 0) | (rows >= len(self))][0]
+            raise IndexError(f"row {bad} is out of range for {len(self)} rows")
+        part_of = np.searchsorted(self.starts, rows, side="right") - 1  # (b,) which part holds each row
+        out = np.empty((len(rows), self.shape[1]), dtype=self.dtype)
+        for p in np.unique(part_of):
+            mine = part_of == p
+            out[mine] = self.parts[p][rows[mine] - self.starts[p]]
+        return out
+
+    def blocks(self, block_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, rows (≤ block_rows, d)) in order: one pass over every part, never more than a block in RAM."""
+        for p, part in enumerate(self.parts):
+            for start in range(0, len(part), block_rows):
+                yield int(self.starts[p]) + start, np.asarray(part[start : start + block_rows])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = np.concatenate([np.asarray(p) for p in self.parts])
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"StackedRows({len(self.parts)} parts, shape={self.shape}, dtype={self.dtype})"
+
+
+def row_blocks(x, block_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, rows) blocks of an (N, d) ndarray, memory map or StackedRows: sequential reads, bounded RAM."""
+    if isinstance(x, StackedRows):
+        yield from x.blocks(block_rows)
+        return
+    for start in range(0, len(x), block_rows):
+        yield start, np.asarray(x[start : start + block_rows])
