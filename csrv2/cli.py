@@ -33,6 +33,8 @@ from csrv2.config import Config
 from csrv2.distributed import init_from_env
 from csrv2.experiments.bench import BenchConfig
 from csrv2.experiments.bench import run as run_bench
+from csrv2.experiments.cost_curves import ScaleConfig
+from csrv2.experiments.cost_curves import run as run_scale
 from csrv2.experiments.folds import FoldsConfig, run_folds
 from csrv2.experiments.grid import GridConfig, run_grid
 from csrv2.head import SparseHead
@@ -131,9 +133,14 @@ def cmd_embed(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    config = BenchConfig.from_yaml(find_config(args.config), args.overrides)
+    path = find_config(args.config)
     command = " ".join(["csrv2 bench", *map(shlex.quote, args.argv)])
-    run_bench(config, command=command, log=lambda line: print(line, flush=True))
+    if "stages" in (strict.read_yaml(path) or {}):  # the scale benchmark: embedding speed, cost curves 10k → 10M
+        run_scale(
+            ScaleConfig.from_yaml(path, args.overrides), command=command, log=lambda line: print(line, flush=True)
+        )
+        return
+    run_bench(BenchConfig.from_yaml(path, args.overrides), command=command, log=lambda line: print(line, flush=True))
 
 
 def cmd_data(args) -> None:

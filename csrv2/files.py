@@ -82,3 +82,16 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def write_between_markers(path: Path, begin: str, end: str, body: str) -> None:
+    """Replace the text between the lines `begin` and `end` of a markdown file with `body` (the markers are kept;
+    appended at the end, with a title when the file is new), keeping everything around them. Written atomically."""
+    path = Path(path)
+    block = f"{begin}\n{body.rstrip()}\n{end}\n"
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n\n"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) + 1 :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    atomic_write_text(path, text)
