@@ -136,9 +136,9 @@ def cmd_bench(args) -> None:
     path = find_config(args.config)
     command = " ".join(["csrv2 bench", *map(shlex.quote, args.argv)])
     if "stages" in (strict.read_yaml(path) or {}):  # the scale benchmark: embedding speed, cost curves 10k → 10M
-        run_scale(
-            ScaleConfig.from_yaml(path, args.overrides), command=command, log=lambda line: print(line, flush=True)
-        )
+        config = ScaleConfig.from_yaml(path, args.overrides)
+        config.bench_config = str(find_config(config.bench_config))  # a shipped name or a path
+        run_scale(config, command=command, log=lambda line: print(line, flush=True))
         return
     run_bench(BenchConfig.from_yaml(path, args.overrides), command=command, log=lambda line: print(line, flush=True))
 

@@ -55,8 +55,9 @@ class ScaleConfig:
 
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     """Which measurements to run: embed_speed (torch against ONNX Runtime), cost_curves (every stage per N)."""
-    bench_config: str = "configs/bench/retrieval_small.yaml"
-    """The retrieval benchmark config whose texts, embeddings and heads are the real data (cached by csrv2 bench)."""
+    bench_config: str = "bench/retrieval_small"
+    """The retrieval benchmark config (a shipped name or a path) whose texts, embeddings and heads are the real
+    data (cached by csrv2 bench)."""
     sizes: list[int] = field(default_factory=lambda: [10_000, 100_000, 1_000_000, 10_000_000])
     """Database rows N of the cost curves."""
     ks: list[int] = field(default_factory=lambda: [2, 8])

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from csrv2 import strict
+from csrv2.cli import find_config
 from csrv2.codes import SparseCodes
 from csrv2.dense_index import DenseIndex
 from csrv2.experiments import bench, bench_report, peers
@@ -159,7 +160,7 @@ def test_skew_stats_uniform_and_skewed():
 def test_bench_configs_load(path):
     if "stages" in strict.read_yaml(path):  # the scale benchmark (csrv2 bench dispatches on `stages`)
         config = ScaleConfig.from_yaml(path)
-        bench.BenchConfig.from_yaml(config.bench_config)  # the retrieval config it takes its data from
+        bench.BenchConfig.from_yaml(find_config(config.bench_config))  # the retrieval config it takes data from
         return
     config = bench.BenchConfig.from_yaml(path)
     assert config.base.train.epochs == 5 and config.base.train.device == "cpu"  # the benchmark's defaults
