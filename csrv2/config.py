@@ -74,7 +74,8 @@ class BackboneConfig:
     runtime: Literal["torch", "onnx"] = "torch"
     """Text backbones on CPU: torch runs the transformers model; onnx exports it once to ONNX (cached under
     $CSRV2_HOME/onnx/, keyed by its weights) and runs it with onnxruntime (pip install 'csrv2[onnx]'). Both give the
-    same embeddings within 1e-5 per coordinate; docs/benchmarks.md ("Embedding speed") has the speeds measured here."""
+    same embeddings within 1e-5 per coordinate. On the 2-core machine here onnx ran at 0.71× torch's speed
+    (docs/benchmarks.md, "Embedding speed"): measure before choosing it."""
     threads: int = 0
     """CPU threads of one forward (intra-op threads of torch or of the onnxruntime session) while embedding; 0 → the
     library's default (all cores)."""

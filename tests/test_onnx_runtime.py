@@ -19,10 +19,10 @@ needs_onnxruntime = pytest.mark.skipif(
 
 
 def real_texts() -> list[str]:
-    """40 Reuters R8 test texts (8 to 700+ words, many cut at 256 tokens) and the short inline ones of test_backbones."""
+    """24 Reuters R8 test texts (13 to 756 words, three cut at 256 tokens) and the short inline ones of test_backbones."""
     from csrv2.catalog import get_task
 
-    return list(get_task("r8").splits["test"].texts[:40]) + TEXTS
+    return list(get_task("r8").splits["test"].texts[:24]) + TEXTS
 
 
 @needs_onnxruntime
