@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import io
 import json
 import sys
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from csrv2 import assets, distributed, hub
+from csrv2 import assets, distributed, hub, onnx_runtime
 from csrv2.config import BackboneConfig
 from csrv2.st_modules import STModules, read_st_modules
 
@@ -51,6 +52,31 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     if how == "max":
         return hidden.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(hidden.dtype).min).max(1).values
     raise ValueError(f"backbone.pooling={how!r} is not valid; choose mean, cls, last or max")
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to n inside the block (0: unchanged), the process's own setting restored after."""
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def runtime_device(cfg: BackboneConfig) -> torch.device:
+    """The device of a text backbone: backbone.runtime=onnx runs on the CPU (auto → cpu; cuda is an error)."""
+    if cfg.runtime == "torch":
+        return distributed.resolve_device(cfg.device)
+    if cfg.device not in ("auto", "cpu"):
+        raise ValueError(
+            f"backbone.runtime={cfg.runtime} runs on the CPU, but backbone.device={cfg.device!r}; set backbone.device: "
+            "cpu (or auto), or backbone.runtime: torch to embed on the GPU"
+        )
+    onnx_runtime.import_onnxruntime()  # fail before the model loads when the extra is missing
+    return torch.device("cpu")
 
 
 @contextlib.contextmanager
@@ -98,14 +124,22 @@ def check_st_modules(cfg: BackboneConfig, st: STModules) -> None:
 
 
 class TextEncoder:
-    """A transformers encoder with pooling, optional prompts, truncation to `max_length` and L2 normalisation."""
+    """A transformers encoder with pooling, optional prompts, truncation to `max_length` and L2 normalisation; the
+    forward runs in torch or, with backbone.runtime=onnx, in onnxruntime (csrv2.onnx_runtime), same pooling after it."""
+
+    # Batches are formed from texts sorted by length, longest first. By token count (after truncation) rather than
+    # by characters: on 2,000 Reuters R8 texts (max_length 256, batches of 64) character order left 20.2 % of the
+    # batch tokens padding, token order 3.5 % (characters per token vary from text to text, and every text over
+    # 256 tokens is cut to the same length however long it is); docs/benchmarks.md, "Embedding speed". "chars" is
+    # the order of csrv2 before 2026-12 (the benchmark compares the two).
+    sort_by = "tokens"
 
     def __init__(self, cfg: BackboneConfig):
         import transformers
         from transformers import AutoModel, AutoTokenizer
 
         self.cfg = cfg
-        self.device = distributed.resolve_device(cfg.device)
+        self.device = runtime_device(cfg)
         path = resolve_model_path(cfg.name)
         if cfg.revision and (cfg.name in assets.ASSETS or Path(path).is_dir()):
             raise ValueError(
@@ -141,6 +175,27 @@ class TextEncoder:
         st_config = read(f"{sub}sentence_bert_config.json")  # the model's own limit, e.g. 128 for MiniLM-L3
         limit = json.loads(st_config.read_text()).get("max_seq_length") if st_config is not None else None
         self.max_length = min(cfg.max_length, limit or cfg.max_length)
+        self.onnx = None  # runtime onnx: the exported model in an onnxruntime session
+        if cfg.runtime == "onnx":
+            names = [
+                n for n in self.tokenizer.model_input_names if n in inspect.signature(self.model.forward).parameters
+            ]
+            self.onnx = onnx_runtime.OnnxEncoder(self.model, names, threads=cfg.threads)
+
+    def length_order(self, texts: Sequence[str]) -> np.ndarray:
+        """Indices of `texts`, longest first (by `sort_by`), ties in input order: neighbours share a batch."""
+        if self.sort_by == "chars":
+            lengths = [len(t) for t in texts]
+        else:
+            ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+            lengths = [len(row) for row in ids]
+        return np.argsort([-n for n in lengths], kind="stable")
+
+    def hidden_states(self, batch) -> torch.Tensor:
+        """Tokenizer output {name: (B, T)} → last_hidden_state (B, T, d), by torch or by the onnxruntime session."""
+        if self.onnx is not None:
+            return self.onnx(batch)
+        return self.model(**batch).last_hidden_state
 
     @torch.inference_mode()
     def encode(
@@ -152,7 +207,7 @@ class TextEncoder:
         prompt = self.cfg.query_prompt if kind == "query" else self.cfg.document_prompt
         texts = [prompt + t for t in texts]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths together: less padding
+        order = self.length_order(texts)  # similar lengths together: less padding
         size = batch_size or self.cfg.batch_size
         bar = tqdm(
             total=len(texts),
@@ -160,17 +215,22 @@ class TextEncoder:
             disable=not progress or len(texts) <= size,
             unit="text",
         )
-        for start in range(0, len(texts), size):
-            idx = order[start : start + size]
-            batch = self.tokenizer(
-                [texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-            ).to(self.device)
-            hidden = self.model(**batch).last_hidden_state  # (B, T, d)
-            emb = pool(hidden, batch["attention_mask"], self.cfg.pooling).float()
-            if self.cfg.normalize:
-                emb = torch.nn.functional.normalize(emb, dim=-1)
-            out[idx] = emb.cpu().numpy()
-            bar.update(len(idx))
+        with torch_threads(self.cfg.threads):
+            for start in range(0, len(texts), size):
+                idx = order[start : start + size]
+                batch = self.tokenizer(
+                    [texts[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self.device)
+                hidden = self.hidden_states(batch)  # (B, T, d)
+                emb = pool(hidden, batch["attention_mask"], self.cfg.pooling).float()
+                if self.cfg.normalize:
+                    emb = torch.nn.functional.normalize(emb, dim=-1)
+                out[idx] = emb.cpu().numpy()
+                bar.update(len(idx))
         bar.close()
         return out
 
@@ -290,6 +350,11 @@ def load_backbone(cfg: BackboneConfig) -> TextEncoder | VisionEncoder:
     """The encoder `cfg` describes. Vision: "efficientnet-lite0", or "torchvision:<model fn>" (needs its weights)."""
     if cfg.kind == "text":
         return TextEncoder(cfg)
+    if cfg.runtime != "torch":
+        raise ValueError(
+            f"backbone.runtime={cfg.runtime} runs text backbones only; {cfg.name!r} is a vision backbone: set "
+            "backbone.runtime: torch"
+        )
     tuned = Path(cfg.name) / VISION_CONFIG  # a folder written by csrv2.finetune.TrainableVisionBackbone
     if tuned.is_file():
         from safetensors.torch import load_file

@@ -71,6 +71,14 @@ class BackboneConfig:
     """Device for the backbone: auto (CUDA when present), cpu, cuda, cuda:1, ..."""
     image_size: int = 224
     """Vision backbones: images are resized to image_size × image_size (224 for EfficientNet-Lite0, ImageNet)."""
+    runtime: Literal["torch", "onnx"] = "torch"
+    """Text backbones on CPU: torch runs the transformers model; onnx exports it once to ONNX (cached under
+    $CSRV2_HOME/onnx/, keyed by its weights) and runs it with onnxruntime (pip install 'csrv2[onnx]'). Both give the
+    same embeddings within 1e-5 per coordinate. On the 2-core machine here onnx ran at 0.71× torch's speed
+    (docs/benchmarks.md, "Embedding speed"): measure before choosing it."""
+    threads: int = 0
+    """CPU threads of one forward (intra-op threads of torch or of the onnxruntime session) while embedding; 0 → the
+    library's default (all cores)."""
 
 
 @dataclass
@@ -273,6 +281,7 @@ class Config:
             "train.recon_4k_coef": t.recon_4k_coef,
             "train.seed": t.seed,
             "train.backbone_lr": t.backbone_lr,
+            "backbone.threads": self.backbone.threads,
         }
         for key, value in non_negative.items():
             if value < 0:

@@ -74,6 +74,8 @@ def cache_path(cfg: BackboneConfig, key: str, fingerprint: str, kind: str = "doc
     }
     if cfg.kind == "vision":  # only vision backbones resize (text keys stay as they were)
         settings["image_size"] = cfg.image_size
+    if cfg.runtime != "torch":  # onnxruntime's numbers differ in the last bits (torch keys stay as they were)
+        settings["runtime"] = cfg.runtime
     if cfg.revision:  # a hub id at a branch, tag or commit (keys without one stay as they were)
         settings["revision"] = cfg.revision
     if Path(cfg.name).is_dir():  # a local folder (e.g. a finetuned backbone) can be rewritten under the same name

@@ -50,7 +50,7 @@ LAYERS = {
         "evaluate",
         "vectordb",
     ],
-    3: ["assets", "taskfiles", "catalog", "backbones"],
+    3: ["assets", "taskfiles", "catalog", "backbones", "onnx_runtime"],
     4: [
         "embeddings",
         "arrays",
