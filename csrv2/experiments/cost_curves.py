@@ -37,7 +37,7 @@ from csrv2 import paths, strict
 from csrv2.codes import SparseCodes
 from csrv2.config import Config
 from csrv2.embeddings import embed_texts, get_encoder
-from csrv2.experiments import bench, cost_curves_report, measure, peers
+from csrv2.experiments import bench, cost_curves_report, embed_speed, measure, peers
 from csrv2.files import write_between_markers
 from csrv2.head import SparseHead
 from csrv2.index_build import encode_to_index
@@ -71,7 +71,15 @@ class ScaleConfig:
     exact_queries: int = 10
     """Queries whose top scores are checked against brute force at every N and k."""
     embed_texts: int = 500
-    """Real texts embedded to measure the backbone's texts/s (extrapolated to N)."""
+    """Real texts of the bench config embedded to measure the backbone's texts/s (extrapolated to N)."""
+    embed_speed_task: str = "r8"
+    """embed_speed: the catalog task whose train-split texts both runtimes embed."""
+    embed_speed_texts: int = 2000
+    """embed_speed: how many of its texts."""
+    embed_speed_threads: int = 1
+    """embed_speed: intra-op threads of torch and of onnxruntime (the same for both)."""
+    embed_speed_rounds: int = 2
+    """embed_speed: alternating rounds; each path's fastest counts."""
     folder: str = ""
     """Where the (N, d) .npy files go; empty → $CSRV2_HOME/bench/cost_curves. 10M rows of d = 384 take 15 GB."""
     keep_files: bool = False
@@ -287,6 +295,11 @@ def run_cost_curves(args: ScaleConfig, log=print) -> dict:
 def run(config: ScaleConfig, command: str = "", log=print) -> dict:
     """Every stage of `config`; the report goes between the scale markers of config.output (or is printed)."""
     results: dict = {"command": command}
+    if "embed_speed" in config.stages:
+        results["embed_speed"] = embed_speed.run_embed_speed(
+            config.embed_speed_task, config.embed_speed_texts, config.embed_speed_threads, config.embed_speed_rounds
+        )
+        log(embed_speed.format(results["embed_speed"]))
     if "cost_curves" in config.stages:
         results["cost_curves"] = run_cost_curves(config, log)
     report = cost_curves_report.markdown(results)
