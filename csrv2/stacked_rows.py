@@ -13,6 +13,7 @@ would put the whole mixture in RAM; `StackedRows` keeps the maps and copies only
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -64,9 +65,7 @@ class StackedRows:
 
     def blocks(self, block_rows: int) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, rows (≤ block_rows, d)) in order: one pass over every part, never more than a block in RAM."""
-        for p, part in enumerate(self.parts):
-            for start in range(0, len(part), block_rows):
-                yield int(self.starts[p]) + start, np.asarray(part[start : start + block_rows])
+        return row_blocks(self, block_rows)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         whole = np.concatenate([np.asarray(p) for p in self.parts])
@@ -77,9 +76,37 @@ class StackedRows:
 
 
 def row_blocks(x, block_rows: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(first row, rows) blocks of an (N, d) ndarray, memory map or StackedRows: sequential reads, bounded RAM."""
+    """(first row, rows) blocks of an (N, d) ndarray, memory map or StackedRows: sequential reads, bounded RAM.
+
+    A whole memory map (np.load(..., mmap_mode="r")) is read with plain file reads: pages touched through the map
+    would stay resident in this process (clean and reclaimable, but counted in its RSS — a 15 GB cache read once to
+    check it would look like 15 GB of memory)."""
     if isinstance(x, StackedRows):
-        yield from x.blocks(block_rows)
+        for p, part in enumerate(x.parts):
+            for start, block in row_blocks(part, block_rows):
+                yield int(x.starts[p]) + start, block
+        return
+    if _is_whole_file_map(x):
+        with open(x.filename, "rb") as f:
+            row_bytes = x.shape[1] * x.dtype.itemsize
+            for start in range(0, len(x), block_rows):
+                rows = min(block_rows, len(x) - start)
+                f.seek(x.offset + start * row_bytes)
+                block = np.fromfile(f, dtype=x.dtype, count=rows * x.shape[1])
+                if block.size != rows * x.shape[1]:
+                    raise ValueError(f"{x.filename}: file ends inside row {start + block.size // x.shape[1]}")
+                yield start, block.reshape(rows, x.shape[1])
         return
     for start in range(0, len(x), block_rows):
         yield start, np.asarray(x[start : start + block_rows])
+
+
+def _is_whole_file_map(x) -> bool:
+    """A C-ordered np.memmap over its file from `offset` on (not a view of one: a view's offset is its parent's)."""
+    return (
+        isinstance(x, np.memmap)
+        and isinstance(x.base, mmap.mmap)
+        and x.ndim == 2
+        and x.flags.c_contiguous
+        and bool(x.filename)
+    )

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from csrv2 import arrays
+from csrv2 import arrays, stacked_rows
 from csrv2.arrays import check_arrays
 from csrv2.stacked_rows import StackedRows, row_blocks
 
@@ -64,3 +64,16 @@ def test_check_arrays_finds_a_bad_row_in_a_later_block(parts, monkeypatch):
         check_arrays(StackedRows([parts[0], parts[1], bad]), None, "data.mixture")
     embeddings, _ = check_arrays(StackedRows(parts), None, "data.mixture")
     assert isinstance(embeddings, StackedRows)
+
+
+def test_a_whole_memory_map_is_read_with_file_reads_and_a_view_through_the_map(parts, monkeypatch):
+    """row_blocks of np.load(..., mmap_mode="r") reads the file (its pages never enter this process's RSS) and gives
+    the same rows; a view of a map (whose offset attribute is its parent's) is read through the map instead."""
+    whole_map, view = parts[1], parts[1][3:]
+    assert stacked_rows._is_whole_file_map(whole_map) and not stacked_rows._is_whole_file_map(view)
+    reads = []
+    real_fromfile = np.fromfile
+    monkeypatch.setattr(np, "fromfile", lambda *a, **kw: reads.append(1) or real_fromfile(*a, **kw))
+    for source in (whole_map, view):
+        np.testing.assert_array_equal(np.concatenate([b for _, b in row_blocks(source, 4)]), np.asarray(source))
+    assert len(reads) == 3  # 11 rows in blocks of 4, all from the whole map; none for the view
