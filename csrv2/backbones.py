@@ -127,13 +127,6 @@ class TextEncoder:
     """A transformers encoder with pooling, optional prompts, truncation to `max_length` and L2 normalisation; the
     forward runs in torch or, with backbone.runtime=onnx, in onnxruntime (csrv2.onnx_runtime), same pooling after it."""
 
-    # Batches are formed from texts sorted by length, longest first. By token count (after truncation) rather than
-    # by characters: on 2,000 Reuters R8 texts (max_length 256, batches of 64) character order left 20.2 % of the
-    # batch tokens padding, token order 3.5 % (characters per token vary from text to text, and every text over
-    # 256 tokens is cut to the same length however long it is); docs/benchmarks.md, "Embedding speed". "chars" is
-    # the order of csrv2 before 2026-12 (the benchmark compares the two).
-    sort_by = "tokens"
-
     def __init__(self, cfg: BackboneConfig):
         import transformers
         from transformers import AutoModel, AutoTokenizer
@@ -183,8 +176,12 @@ class TextEncoder:
             self.onnx = onnx_runtime.OnnxEncoder(self.model, names, threads=cfg.threads)
 
     def length_order(self, texts: Sequence[str]) -> np.ndarray:
-        """Indices of `texts`, longest first (by `sort_by`), ties in input order: neighbours share a batch."""
-        if self.sort_by == "chars":
+        """Indices of `texts`, longest first (backbone.batch_order), ties in input order: neighbours share a batch.
+
+        By token count (after truncation) a batch holds less padding than by characters: characters per token vary
+        from text to text, and every text over max_length tokens is cut to the same length however long it is (R8:
+        3.6 % of batch tokens padding instead of 19.9 %; docs/benchmarks.md, "Embedding speed")."""
+        if self.cfg.batch_order == "chars":
             lengths = [len(t) for t in texts]
         else:
             ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]

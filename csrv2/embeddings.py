@@ -74,6 +74,8 @@ def cache_path(cfg: BackboneConfig, key: str, fingerprint: str, kind: str = "doc
     }
     if cfg.kind == "vision":  # only vision backbones resize (text keys stay as they were)
         settings["image_size"] = cfg.image_size
+    if cfg.batch_order != "chars":  # other batches, other last bits (keys of the default order stay as they were)
+        settings["batch_order"] = cfg.batch_order
     if cfg.runtime != "torch":  # onnxruntime's numbers differ in the last bits (torch keys stay as they were)
         settings["runtime"] = cfg.runtime
     if cfg.revision:  # a hub id at a branch, tag or commit (keys without one stay as they were)

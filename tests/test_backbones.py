@@ -2,6 +2,9 @@
 sentence-transformers folders (a tiny random BERT) against pooling by hand; hub ids through a mocked hub; vision
 encoders on real digits."""
 
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -279,12 +282,14 @@ def test_a_hub_id_the_hub_cannot_give_is_named(monkeypatch):
         load_backbone(BackboneConfig(name="a/b/c-not-here", device="cpu"))
 
 
-def test_batches_follow_token_counts_not_characters(encoder):
-    """TextEncoder.length_order: longest first by tokens after truncation (ties in input order), not by characters."""
+def test_batch_order_by_characters_or_by_token_counts(encoder):
+    """TextEncoder.length_order: longest first (ties in input order) by characters (the default) or, with
+    backbone.batch_order=tokens, by token count after truncation."""
     texts = ["internationalization", "a b c d e f", "x", "a b c d e f", " ".join(["word"] * 400)]
-    # tokens: 4 (the long word is a few word pieces), 8, 3, 8, max_length (truncated); characters would put 0 before 1
-    assert list(encoder.length_order(texts)) == [4, 1, 3, 0, 2]
-    by_chars = type(encoder).__new__(type(encoder))
-    by_chars.__dict__.update(encoder.__dict__, sort_by="chars")
-    assert list(by_chars.length_order(texts)) == [4, 0, 1, 3, 2]
-    assert np.allclose(by_chars.encode(texts, progress=False), encoder.encode(texts, progress=False), atol=1e-5)
+    assert encoder.cfg.batch_order == "chars"
+    assert list(encoder.length_order(texts)) == [4, 0, 1, 3, 2]
+    by_tokens = copy.copy(encoder)
+    by_tokens.cfg = dataclasses.replace(encoder.cfg, batch_order="tokens")
+    # tokens: 4 (the long word is a few word pieces), 8, 3, 8, max_length (truncated)
+    assert list(by_tokens.length_order(texts)) == [4, 1, 3, 0, 2]
+    assert np.allclose(by_tokens.encode(texts, progress=False), encoder.encode(texts, progress=False), atol=1e-5)

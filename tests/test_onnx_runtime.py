@@ -99,6 +99,8 @@ def test_cache_keys_torch_unchanged_onnx_its_own():
     onnx = embeddings.cache_path(BackboneConfig(runtime="onnx"), "r8/test/texts", "abc")
     assert onnx.name != "all-MiniLM-L6-v2__r8_test_texts__4dda004a03df7b5d.npy"
     assert embeddings.cache_path(BackboneConfig(runtime="onnx", threads=1), "r8/test/texts", "abc") == onnx
+    by_tokens = embeddings.cache_path(BackboneConfig(batch_order="tokens"), "r8/test/texts", "abc")
+    assert by_tokens.name != "all-MiniLM-L6-v2__r8_test_texts__4dda004a03df7b5d.npy" and by_tokens != onnx
 
 
 @needs_onnxruntime

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import time
 
@@ -45,12 +46,15 @@ def padding_share(encoder: TextEncoder, texts: list[str], batch_size: int) -> fl
 
 
 def encoders(backbone: str, threads: int, batch_size: int, max_length: int) -> dict[str, TextEncoder]:
-    """The three paths; torch-chars shares torch's model (a shallow copy with the old order)."""
-    cfg = BackboneConfig(name=backbone, device="cpu", threads=threads, batch_size=batch_size, max_length=max_length)
+    """The three paths, all batching by token count but torch-chars (csrv2's default order), which shares torch's
+    model (a shallow copy with its own config)."""
+    cfg = BackboneConfig(
+        name=backbone, device="cpu", threads=threads, batch_size=batch_size, max_length=max_length, batch_order="tokens"
+    )
     torch_encoder = load_backbone(cfg)
     by_chars = copy.copy(torch_encoder)
-    by_chars.sort_by = "chars"
-    onnx_encoder = load_backbone(BackboneConfig(**{**vars(cfg), "runtime": "onnx"}))
+    by_chars.cfg = dataclasses.replace(cfg, batch_order="chars")
+    onnx_encoder = load_backbone(dataclasses.replace(cfg, runtime="onnx"))
     return {"torch": torch_encoder, "torch-chars": by_chars, "onnx": onnx_encoder}
 
 
