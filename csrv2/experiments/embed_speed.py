@@ -4,8 +4,8 @@
 
 N texts of a catalog task's train split (seed 0; Reuters R8 by default: 68 to 2,000+ characters, a third cut at
 max_length) embedded by TextEncoder three ways, in alternating rounds so that a busy machine slows each alike:
-  torch         the transformers model, batches of texts sorted by token count (csrv2's order)
-  torch-chars   the same, batches sorted by characters (csrv2's order before the token sort)
+  torch         the transformers model, batches of texts sorted by token count (backbone.batch_order=tokens)
+  torch-chars   the same, batches sorted by characters (csrv2's default order)
   onnx          the exported model in onnxruntime (csrv2.onnx_runtime), token order
 Each path's texts/s is N / its fastest round (tokenizing and pooling included; the export is done before timing).
 Also: the share of batch tokens that are padding under each order, and max |Δ| per coordinate against torch.
