@@ -76,8 +76,9 @@ class BackboneConfig:
     $CSRV2_HOME/onnx/, keyed by its weights) and runs it with onnxruntime (pip install 'csrv2[onnx]'). Both give the
     same embeddings within 1e-5 per coordinate. On the 2-core machine here onnx ran at 0.71× torch's speed
     (docs/benchmarks.md, "Embedding speed"): measure before choosing it. onnx-int8 runs that export with its MatMul
-    weights dynamically quantised to int8 (cached beside it): faster than torch here but not exact (cosine to
-    torch's embeddings ≥ 0.97 per text, 0.994 on average), with a measured accuracy cost on real tasks in the same section."""
+    weights dynamically quantised to int8 (cached beside it): 1.1–1.2× torch's speed here but not exact (cosine
+    to torch's embedding 0.99 on average, ≥ 0.96 per text; on four tasks within 0.4 points of torch's scores, the
+    table in the same section)."""
     batch_order: Literal["chars", "tokens"] = "chars"
     """How texts are grouped into batches, longest first: by characters, or by token count after truncation. tokens
     pads less (R8: 3.6 % padding instead of 19.9 %, 15 % more texts/s) but moves embeddings by up to ~2e-7, which
