@@ -67,7 +67,7 @@ def torch_threads(n: int):
 
 
 def runtime_device(cfg: BackboneConfig) -> torch.device:
-    """The device of a text backbone: backbone.runtime=onnx runs on the CPU (auto → cpu; cuda is an error)."""
+    """The device of a text backbone: runtime onnx or onnx-int8 runs on the CPU (auto → cpu; cuda is an error)."""
     if cfg.runtime == "torch":
         return distributed.resolve_device(cfg.device)
     if cfg.device not in ("auto", "cpu"):
@@ -125,7 +125,8 @@ def check_st_modules(cfg: BackboneConfig, st: STModules) -> None:
 
 class TextEncoder:
     """A transformers encoder with pooling, optional prompts, truncation to `max_length` and L2 normalisation; the
-    forward runs in torch or, with backbone.runtime=onnx, in onnxruntime (csrv2.onnx_runtime), same pooling after it."""
+    forward runs in torch or, with backbone.runtime=onnx / onnx-int8, in onnxruntime (csrv2.onnx_runtime), same
+    pooling after it."""
 
     def __init__(self, cfg: BackboneConfig):
         import transformers
@@ -169,11 +170,12 @@ class TextEncoder:
         limit = json.loads(st_config.read_text()).get("max_seq_length") if st_config is not None else None
         self.max_length = min(cfg.max_length, limit or cfg.max_length)
         self.onnx = None  # runtime onnx: the exported model in an onnxruntime session
-        if cfg.runtime == "onnx":
+        if cfg.runtime in ("onnx", "onnx-int8"):
             names = [
                 n for n in self.tokenizer.model_input_names if n in inspect.signature(self.model.forward).parameters
             ]
-            self.onnx = onnx_runtime.OnnxEncoder(self.model, names, threads=cfg.threads)
+            int8 = cfg.runtime == "onnx-int8"
+            self.onnx = onnx_runtime.OnnxEncoder(self.model, names, threads=cfg.threads, int8=int8)
 
     def length_order(self, texts: Sequence[str]) -> np.ndarray:
         """Indices of `texts`, longest first (backbone.batch_order), ties in input order: neighbours share a batch.

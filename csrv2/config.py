@@ -71,11 +71,14 @@ class BackboneConfig:
     """Device for the backbone: auto (CUDA when present), cpu, cuda, cuda:1, ..."""
     image_size: int = 224
     """Vision backbones: images are resized to image_size × image_size (224 for EfficientNet-Lite0, ImageNet)."""
-    runtime: Literal["torch", "onnx"] = "torch"
+    runtime: Literal["torch", "onnx", "onnx-int8"] = "torch"
     """Text backbones on CPU: torch runs the transformers model; onnx exports it once to ONNX (cached under
     $CSRV2_HOME/onnx/, keyed by its weights) and runs it with onnxruntime (pip install 'csrv2[onnx]'). Both give the
     same embeddings within 1e-5 per coordinate. On the 2-core machine here onnx ran at 0.71× torch's speed
-    (docs/benchmarks.md, "Embedding speed"): measure before choosing it."""
+    (docs/benchmarks.md, "Embedding speed"): measure before choosing it. onnx-int8 runs that export with its MatMul
+    weights dynamically quantised to int8 (cached beside it): 1.1–1.2× torch's speed here but not exact (cosine
+    to torch's embedding 0.99 on average, ≥ 0.96 per text; on four tasks within 0.4 points of torch's scores, the
+    table in the same section)."""
     batch_order: Literal["chars", "tokens"] = "chars"
     """How texts are grouped into batches, longest first: by characters, or by token count after truncation. tokens
     pads less (R8: 3.6 % padding instead of 19.9 %, 15 % more texts/s) but moves embeddings by up to ~2e-7, which

@@ -1,4 +1,4 @@
-"""Embedding speed on the CPU, torch against onnxruntime on the same real texts (csrv2.experiments.embed_speed).
+"""Embedding speed on the CPU, torch against onnxruntime (fp32 and int8) on the same real texts (csrv2.experiments.embed_speed).
 
 OMP_NUM_THREADS=1 python scripts/bench_embed.py --texts 2000 --threads 1 --json
 """
