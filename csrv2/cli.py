@@ -137,8 +137,8 @@ def cmd_bench(args) -> None:
     command = " ".join(["csrv2 bench", *map(shlex.quote, args.argv)])
     if "stages" in (strict.read_yaml(path) or {}):  # the scale benchmark: embedding speed, cost curves 10k → 10M
         config = ScaleConfig.from_yaml(path, args.overrides)
-        config.bench_config = str(find_config(config.bench_config))  # a shipped name or a path
-        run_scale(config, command=command, log=lambda line: print(line, flush=True))
+        bench_path = find_config(config.bench_config)  # a shipped name or a path; results keep the name as given
+        run_scale(config, command=command, log=lambda line: print(line, flush=True), bench_path=bench_path)
         return
     run_bench(BenchConfig.from_yaml(path, args.overrides), command=command, log=lambda line: print(line, flush=True))
 

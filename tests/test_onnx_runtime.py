@@ -11,6 +11,7 @@ import torch
 
 from csrv2 import embeddings, onnx_runtime
 from csrv2.backbones import load_backbone, runtime_device
+from csrv2.catalog import get_task
 from csrv2.config import BackboneConfig
 from tests.test_backbones import TEXTS
 
@@ -21,8 +22,6 @@ needs_onnxruntime = pytest.mark.skipif(
 
 def real_texts() -> list[str]:
     """24 Reuters R8 test texts (13 to 756 words, three cut at 256 tokens) and the short inline ones of test_backbones."""
-    from csrv2.catalog import get_task
-
     return list(get_task("r8").splits["test"].texts[:24]) + TEXTS
 
 

@@ -257,9 +257,10 @@ def embed_rate(config: bench.BenchConfig, texts: list[str], n_texts: int) -> flo
     return len(sample) / seconds
 
 
-def run_cost_curves(args: ScaleConfig, log=print) -> dict:
+def run_cost_curves(args: ScaleConfig, log=print, bench_path: str | Path | None = None) -> dict:
+    """bench_path: the file args.bench_config names (csrv2 bench resolves shipped names); None → as given."""
     config = bench.BenchConfig.from_yaml(
-        args.bench_config, [f"ks=[{','.join(map(str, args.ks))}]", "latency_queries=200"]
+        bench_path or args.bench_config, [f"ks=[{','.join(map(str, args.ks))}]", "latency_queries=200"]
     )
     texts, emb, pool, query_rows, heads = real_data(config, args.ks)
     folder = Path(args.folder or paths.home() / "bench" / "cost_curves")
@@ -292,7 +293,7 @@ def run_cost_curves(args: ScaleConfig, log=print) -> dict:
     return results
 
 
-def run(config: ScaleConfig, command: str = "", log=print) -> dict:
+def run(config: ScaleConfig, command: str = "", log=print, bench_path: str | Path | None = None) -> dict:
     """Every stage of `config`; the report goes between the scale markers of config.output (or is printed)."""
     results: dict = {"command": command}
     if "embed_speed" in config.stages:
@@ -301,7 +302,7 @@ def run(config: ScaleConfig, command: str = "", log=print) -> dict:
         )
         log(embed_speed.format(results["embed_speed"]))
     if "cost_curves" in config.stages:
-        results["cost_curves"] = run_cost_curves(config, log)
+        results["cost_curves"] = run_cost_curves(config, log, bench_path)
     report = cost_curves_report.markdown(results)
     if config.results_json:
         Path(config.results_json).write_text(json.dumps(results, indent=1, default=float))
