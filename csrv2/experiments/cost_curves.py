@@ -139,6 +139,7 @@ class AnonPeak:
 
 # -- children: one stage in a fresh process -------------------------------------------------------------------------
 def child_train(path: str, steps: int) -> dict:
+    """Train `steps` steps on the (N, d) .npy at `path` (memory-mapped) in a temporary run folder: seconds and memory."""
     with tempfile.TemporaryDirectory() as run_dir:
         config = Config.from_dict(
             {
@@ -162,6 +163,7 @@ def child_train(path: str, steps: int) -> dict:
 
 
 def child_encode(path: str, head_dir: str) -> dict:
+    """encode_to_index of the .npy at `path` with the k = 2 head saved in head_dir: seconds, index size, memory."""
     head = SparseHead.from_pretrained(head_dir).eval()
     before = status_mib("VmHWM")
     with AnonPeak() as anon:
@@ -176,6 +178,7 @@ def child_encode(path: str, head_dir: str) -> dict:
 
 
 def run_child(*args: str) -> dict:
+    """One stage in a fresh Python process (its peak memory is its own), its JSON record back."""
     done = subprocess.run(
         [sys.executable, "-m", "csrv2.experiments.cost_curves", "--child", *args],
         capture_output=True,
