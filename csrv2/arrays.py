@@ -33,8 +33,8 @@ def load_arrays(path: str | Path, field: str = "data.embeddings") -> Arrays:
         return archive["embeddings"], labels
 
 
-# Rows whose norms are checked when unit rows are expected: all of them up to this many, else an even sample
-# (reading a 10M-row memory map whole only to check it would cost more than an epoch of training).
+# Rows whose norms are checked when unit rows are expected: all of them up to this many, else an even sample (the
+# norms of every row of a 10M-row cache would cost more CPU than the rest of the check).
 UNIT_CHECK_ROWS = 200_000
 UNIT_TOLERANCE = 1e-3
 FINITE_CHECK_VALUES = 1 << 24  # values per block of the NaN/inf check: 64 MiB of float32 whatever d is
@@ -47,14 +47,20 @@ def check_arrays(embeddings: np.ndarray, labels: np.ndarray | None, where: str, 
     Returns the embeddings unchanged and the labels as int64."""
     if embeddings.ndim != 2 or embeddings.shape[0] < 2:
         raise ValueError(f"{where}: embeddings must be (N ≥ 2, d), got shape {embeddings.shape}")
-    bad_rows = []  # in blocks: a 10M-row memory map is read once, never held (or its (N, d) mask built) whole
+    n = embeddings.shape[0]
+    sample = unit_check_rows(n) if unit_rows else np.empty(0, np.int64)  # sorted rows whose L2 norm is checked
+    bad_rows, norms = [], []
+    # One pass in blocks (file reads for a memory map): a 10M-row cache is read once, never held whole, no (N, d)
+    # mask is built, and the sampled rows' norms come from the same blocks instead of pages touched through the map.
     for start, block in row_blocks(embeddings, max(1, FINITE_CHECK_VALUES // embeddings.shape[1])):
         bad_rows.append(start + np.flatnonzero(~np.isfinite(block).all(axis=1)))
+        lo, hi = np.searchsorted(sample, [start, start + len(block)])
+        norms.append(np.linalg.norm(np.asarray(block[sample[lo:hi] - start], dtype=np.float64), axis=1))
     bad = np.concatenate(bad_rows)
     if bad.size:
         raise ValueError(f"{where}: embeddings row {bad[0]} has NaN or inf ({bad.size} such rows)")
     if unit_rows:
-        check_unit_rows(embeddings, where)
+        check_unit_norms(sample, np.concatenate(norms), where)
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (embeddings.shape[0],):
@@ -65,16 +71,14 @@ def check_arrays(embeddings: np.ndarray, labels: np.ndarray | None, where: str, 
     return embeddings, labels
 
 
-def check_unit_rows(embeddings: np.ndarray, where: str) -> None:
-    """Every checked row has L2 norm 1 ± UNIT_TOLERANCE; an all-zero or unnormalised row is named."""
-    n = embeddings.shape[0]
-    rows = np.arange(n) if n <= UNIT_CHECK_ROWS else np.linspace(0, n - 1, UNIT_CHECK_ROWS).astype(np.int64)
-    norms = np.concatenate(  # 16k rows at a time: the float64 copy of 200k sampled rows alone would be 600 MB
-        [
-            np.linalg.norm(np.asarray(embeddings[part], dtype=np.float64), axis=1)
-            for part in np.split(rows, range(16384, len(rows), 16384))
-        ]
-    )
+def unit_check_rows(n: int) -> np.ndarray:
+    """The rows whose norms are checked: all of them up to UNIT_CHECK_ROWS, else that many evenly spaced (sorted)."""
+    return np.arange(n) if n <= UNIT_CHECK_ROWS else np.linspace(0, n - 1, UNIT_CHECK_ROWS).astype(np.int64)
+
+
+def check_unit_norms(rows: np.ndarray, norms: np.ndarray, where: str) -> None:
+    """Every checked row (rows (m,), their L2 norms (m,)) has norm 1 ± UNIT_TOLERANCE; the first that has not is
+    named, with how many checked rows are off."""
     off = np.flatnonzero(np.abs(norms - 1.0) > UNIT_TOLERANCE)
     if off.size:
         row = int(rows[off[0]])

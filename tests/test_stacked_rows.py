@@ -77,3 +77,22 @@ def test_a_whole_memory_map_is_read_with_file_reads_and_a_view_through_the_map(p
     for source in (whole_map, view):
         np.testing.assert_array_equal(np.concatenate([b for _, b in row_blocks(source, 4)]), np.asarray(source))
     assert len(reads) == 3  # 11 rows in blocks of 4, all from the whole map; none for the view
+
+
+def test_unit_norms_of_the_sampled_rows_come_from_the_blocks(tmp_path, monkeypatch):
+    """The unit-norm check reads the sampled rows out of the NaN/inf pass's blocks (a memory map read with file
+    reads): an off-norm sampled row in a later block is named by its row number; one outside the sample is not seen."""
+    monkeypatch.setattr(arrays, "FINITE_CHECK_VALUES", 15)  # 3 rows per block at d = 5
+    monkeypatch.setattr(arrays, "UNIT_CHECK_ROWS", 5)  # of 21 rows: 0, 5, 10, 15, 20
+    x = np.random.default_rng(2).standard_normal((21, 5))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    assert arrays.unit_check_rows(21).tolist() == [0, 5, 10, 15, 20]
+    for row, message in ((15, r"row 15 has L2 norm 2 \(1 of 5 checked rows"), (20, "row 20 is all zeros")):
+        bad = x.copy()
+        bad[row] = 2 * bad[row] if row == 15 else 0
+        np.save(tmp_path / "x.npy", bad)
+        with pytest.raises(ValueError, match=message):
+            check_arrays(np.load(tmp_path / "x.npy", mmap_mode="r"), None, "data.embeddings", unit_rows=True)
+    unsampled = x.copy()
+    unsampled[7] *= 3
+    check_arrays(unsampled, None, "data.embeddings", unit_rows=True)  # row 7 is not in the sample
