@@ -26,7 +26,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,35 +107,6 @@ class ScaleConfig:
 STAGES = ("embed_speed", "cost_curves")
 
 
-# -- memory of a process ------------------------------------------------------------------------------------------
-def status_mib(field: str) -> float:
-    """A /proc/self/status field in MiB (VmHWM: peak resident set; RssAnon: resident anonymous memory now)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 2**10
-    raise RuntimeError(f"/proc/self/status has no {field} (Linux only)")
-
-
-class AnonPeak:
-    """Highest RssAnon seen by a thread sampling every 5 ms while the block runs: memory the process holds itself,
-    without the clean file pages of a memory map (VmHWM counts those, and the kernel can drop them at any time)."""
-
-    def __enter__(self):
-        self.peak, self._stop = status_mib("RssAnon"), threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, status_mib("RssAnon"))
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, status_mib("RssAnon"))
-
-
 # -- children: one stage in a fresh process -------------------------------------------------------------------------
 def child_train(path: str, steps: int) -> dict:
     """Train `steps` steps on the (N, d) .npy at `path` (memory-mapped) in a temporary run folder: seconds and memory."""
@@ -149,15 +119,15 @@ def child_train(path: str, steps: int) -> dict:
                 "train": {"objective": "csr", "max_steps": steps, "batch_size": TRAIN_BATCH, "checkpoint_every": 10**9},
             }
         )
-        before = status_mib("VmHWM")
-        with AnonPeak() as anon:
+        before = measure.status_mib("VmHWM")
+        with measure.AnonPeak() as anon:
             load_s, data = measure.timed(lambda: training_data(config))
             fit_s, _ = measure.timed(lambda: Trainer(config, data).fit())
     return {
         "load_s": load_s,
         "s_per_step": fit_s / steps,
         "rss_before_mib": before,
-        "peak_rss_mib": status_mib("VmHWM"),
+        "peak_rss_mib": measure.status_mib("VmHWM"),
         "peak_anon_mib": anon.peak,
     }
 
@@ -165,14 +135,14 @@ def child_train(path: str, steps: int) -> dict:
 def child_encode(path: str, head_dir: str) -> dict:
     """encode_to_index of the .npy at `path` with the k = 2 head saved in head_dir: seconds, index size, memory."""
     head = SparseHead.from_pretrained(head_dir).eval()
-    before = status_mib("VmHWM")
-    with AnonPeak() as anon:
+    before = measure.status_mib("VmHWM")
+    with measure.AnonPeak() as anon:
         seconds, index = measure.timed(lambda: encode_to_index(head, path, k=2, chunk_rows=16384))
     return {
         "encode_s": seconds,
         "index_mib": index.memory_bytes() / 2**20,
         "rss_before_mib": before,
-        "peak_rss_mib": status_mib("VmHWM"),
+        "peak_rss_mib": measure.status_mib("VmHWM"),
         "peak_anon_mib": anon.peak,
     }
 

@@ -12,7 +12,6 @@ process and prints its peak RSS (VmHWM), seconds and the index it built (sha256 
 import argparse
 import hashlib
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import numpy as np
 
 from csrv2 import paths
 from csrv2.embeddings import embed_texts
-from csrv2.experiments import bench
+from csrv2.experiments import bench, measure
 from csrv2.head import SparseHead
 from csrv2.index import SparseIndex
 from csrv2.index_build import encode_to_index
@@ -38,18 +37,9 @@ def head_and_embeddings(k: int):
     return heads[k], emb, pool
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident set (VmHWM of /proc/self/status; getrusage's ru_maxrss is not used: Linux keeps
-    it across exec, so a child started by a big parent would report the parent's peak)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**10
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
-
-
 def child(mode: str, path: str, k: int) -> None:
     head = SparseHead.from_pretrained(path + ".head").eval()  # only the head: the baseline RSS is torch + csrv2
-    base = peak_rss_mib()
+    base = measure.status_mib("VmHWM")
     start = time.perf_counter()
     if mode == "naive":
         x = np.load(path)
@@ -58,7 +48,7 @@ def child(mode: str, path: str, k: int) -> None:
         index = encode_to_index(head, path, k=k, chunk_rows=16384)
     seconds = time.perf_counter() - start
     digest = hashlib.sha256(index.offsets.tobytes() + index.doc_ids.tobytes()).hexdigest()[:16]
-    peak = peak_rss_mib()
+    peak = measure.status_mib("VmHWM")
     record = {"mode": mode, "rows": index.n_docs, "k": k, "peak_rss_mib": round(peak), "rss_before_mib": round(base)}
     record.update(index_mib=round(index.memory_bytes() / 2**20, 1), seconds=round(seconds, 1), postings_sha=digest)
     print(json.dumps(record), flush=True)

@@ -14,6 +14,7 @@ import importlib.util
 import os
 import platform
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -174,3 +175,33 @@ def save_load_times(index: SparseIndex, few_codes, query, folder: Path, top: int
     first_s, _ = timed(lambda: loaded.search(query, top=top))
     shutil.rmtree(folder, ignore_errors=True)
     return {"save_s": save_s, "load_mmap_s": load_s, "load_verified_s": verified_s, "first_query_after_load_s": first_s}
+
+
+# -- memory of a process ------------------------------------------------------------------------------------------
+def status_mib(field: str) -> float:
+    """A /proc/self/status field in MiB (VmHWM: peak resident set; RssAnon: resident anonymous memory now). Not
+    getrusage's ru_maxrss: Linux keeps it across exec, so a child started by a big parent reports the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 2**10
+    raise RuntimeError(f"/proc/self/status has no {field} (Linux only)")
+
+
+class AnonPeak:
+    """Highest RssAnon seen by a thread sampling every 5 ms while the block runs: memory the process holds itself,
+    without the clean file pages of a memory map (VmHWM counts those, and the kernel can drop them at any time)."""
+
+    def __enter__(self):
+        self.peak, self._stop = status_mib("RssAnon"), threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, status_mib("RssAnon"))
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, status_mib("RssAnon"))

@@ -13,7 +13,8 @@ import torch
 
 from csrv2.codes import SparseCodes
 from csrv2.experiments import cost_curves, cost_curves_report
-from csrv2.experiments.cost_curves import AnonPeak, ScaleConfig, brute_force_top, child_train, embedding_file
+from csrv2.experiments.cost_curves import ScaleConfig, brute_force_top, child_train, embedding_file
+from csrv2.experiments.measure import AnonPeak, status_mib
 from csrv2.files import write_between_markers
 from csrv2.index import SparseIndex
 from csrv2.strict import ConfigError
@@ -45,7 +46,7 @@ def test_embedding_file_is_the_drawn_rows_and_is_reused(tmp_path):
 
 def test_anon_peak_sees_an_allocation_freed_before_the_block_ends():
     with AnonPeak() as probe:
-        before = cost_curves.status_mib("RssAnon")
+        before = status_mib("RssAnon")
         block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched
         del block  # freed inside the block: only the sampler can have seen it
         time.sleep(0.05)
