@@ -271,6 +271,16 @@ def train_heads(
     return {int(name[1:]): head for name, head in heads.items()}, mrl, training
 
 
+def embedded_texts(config: BenchConfig) -> tuple[BenchTexts, np.ndarray, np.ndarray, np.ndarray]:
+    """The bench texts, their embeddings (T, d) (memory-mapped from the cache), the query rows (Q,) — the first
+    n_queries shuffled texts — and the database pool rows (P,), the rest (resampled with replacement to reach N)."""
+    data = load_texts(config)
+    if len(data.texts) <= config.n_queries:
+        raise ValueError(f"n_queries={config.n_queries} leaves no database texts ({len(data.texts)} texts)")
+    emb = embed_texts(config.base.backbone, data.texts, key="bench/texts")
+    return data, emb, np.arange(config.n_queries), np.arange(config.n_queries, len(data.texts))
+
+
 @torch.no_grad()
 def encode_sparse(head: SparseHead, emb: np.ndarray, k: int) -> SparseCodes:
     """(N, d) → unit-norm SparseCodes (N, k), in batches of 8192 rows."""
@@ -292,12 +302,7 @@ def run(config: BenchConfig, command: str = "", log: Log = print) -> dict:
         missing["st_training_steps"] = "sentence_transformers"
     if missing:
         raise RuntimeError(f"not installed: {missing} (pip install 'csrv2[extras]'), or drop those methods")
-    data = load_texts(config)
-    if len(data.texts) <= config.n_queries:
-        raise ValueError(f"n_queries={config.n_queries} leaves no database texts ({len(data.texts)} texts)")
-    emb = embed_texts(config.base.backbone, data.texts, key="bench/texts")  # (T, d), memory-mapped
-    q_rows = np.arange(config.n_queries)  # the first n_queries shuffled texts are the queries
-    pool = np.arange(config.n_queries, len(data.texts))  # the real database; resampled with replacement to reach N
+    data, emb, q_rows, pool = embedded_texts(config)
     emb_q, emb_pool = np.asarray(emb[q_rows]), np.asarray(emb[pool])  # (Q, d), (P, d)
     labels_q, labels_pool, labelled_q = data.labels[q_rows], data.labels[pool], data.labelled[q_rows]
     log(f"{len(data.texts)} texts embedded: {len(pool)} database, {len(q_rows)} queries")

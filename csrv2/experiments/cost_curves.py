@@ -35,7 +35,7 @@ import torch
 from csrv2 import paths, strict
 from csrv2.codes import SparseCodes
 from csrv2.config import Config
-from csrv2.embeddings import embed_texts, get_encoder
+from csrv2.embeddings import get_encoder
 from csrv2.experiments import bench, cost_curves_report, embed_speed, measure, peers
 from csrv2.files import write_between_markers
 from csrv2.head import SparseHead
@@ -163,9 +163,7 @@ def run_child(*args: str) -> dict:
 # -- the parent: real data, one file per N, every stage ------------------------------------------------------------
 def real_data(config: bench.BenchConfig, ks: list[int]):
     """(embeddings (T, d) memory map, database pool rows (P,), query rows (Q,), {k: head}) of the bench config."""
-    data = bench.load_texts(config)
-    emb = embed_texts(config.base.backbone, data.texts, key="bench/texts")
-    queries, pool = np.arange(config.n_queries), np.arange(config.n_queries, len(data.texts))
+    data, emb, queries, pool = bench.embedded_texts(config)
     heads, _, _ = bench.train_heads(config, np.asarray(emb[pool]), data.labels[pool], log=lambda line: None)
     return data.texts, emb, pool, queries, {k: heads[k] for k in ks}
 

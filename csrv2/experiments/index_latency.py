@@ -15,7 +15,6 @@ import json
 import numpy as np
 import torch
 
-from csrv2.embeddings import embed_texts
 from csrv2.experiments import bench, measure, peers
 
 
@@ -26,9 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k", type=int, default=2)
     args = parser.parse_args(argv)
     config = bench.BenchConfig.from_yaml(args.config, [f"ks=[{args.k}]", "latency_queries=200"])
-    data = bench.load_texts(config)
-    emb = embed_texts(config.base.backbone, data.texts, key="bench/texts")
-    q_rows, pool = np.arange(config.n_queries), np.arange(config.n_queries, len(data.texts))
+    data, emb, q_rows, pool = bench.embedded_texts(config)
     heads, _, _ = bench.train_heads(config, np.asarray(emb[pool]), data.labels[pool], log=lambda line: None)
     codes_q = bench.encode_sparse(heads[args.k], np.asarray(emb[q_rows]), args.k)
     codes_pool = bench.encode_sparse(heads[args.k], np.asarray(emb[pool]), args.k)

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from csrv2 import paths
-from csrv2.embeddings import embed_texts
 from csrv2.experiments import bench, measure
 from csrv2.head import SparseHead
 from csrv2.index import SparseIndex
@@ -30,9 +29,7 @@ from csrv2.index_build import encode_to_index
 
 def head_and_embeddings(k: int):
     config = bench.BenchConfig.from_yaml("configs/bench/retrieval_small.yaml", [f"ks=[{k}]"])
-    data = bench.load_texts(config)
-    emb = embed_texts(config.base.backbone, data.texts, key="bench/texts")
-    pool = np.arange(config.n_queries, len(data.texts))
+    data, emb, _, pool = bench.embedded_texts(config)
     heads, _, _ = bench.train_heads(config, np.asarray(emb[pool]), data.labels[pool], log=lambda line: None)
     return heads[k], emb, pool
 
