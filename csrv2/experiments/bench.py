@@ -272,8 +272,7 @@ def train_heads(
 
 
 def embedded_texts(config: BenchConfig) -> tuple[BenchTexts, np.ndarray, np.ndarray, np.ndarray]:
-    """The bench texts, their embeddings (T, d) (memory-mapped from the cache), the query rows (Q,) — the first
-    n_queries shuffled texts — and the database pool rows (P,), the rest (resampled with replacement to reach N)."""
+    """Texts, embeddings (T, d) (cache memory map), query rows (Q,) = the first n_queries, pool rows (P,) = the rest."""
     data = load_texts(config)
     if len(data.texts) <= config.n_queries:
         raise ValueError(f"n_queries={config.n_queries} leaves no database texts ({len(data.texts)} texts)")
