@@ -2,8 +2,7 @@
 
 config.texts (jsonl files under data_dir, default csrv2.paths.shared_data_dir())
   → load_texts: BenchTexts  texts (T,), labels (T,) class ids, labelled (T,) bool      shuffled with `seed`
-  → csrv2.embeddings.embed_texts(base.backbone)  emb (T, d) float32, unit rows       the library's cache
-    rows [0, n_queries) are the queries, the other P rows the database pool
+  → embedded_texts: emb (T, d) float32 (the library's cache); rows [0, n_queries) queries, the other P the pool
   → train_heads: one SparseHead per k and one MRLHead, csrv2.trainer on TrainingData(emb[pool], labels[pool]),
     reused from cache_dir/heads_<data digest>/ when complete          → heads, training record {name: seconds…}
   → quality on the real pool (DenseIndex gives the exact dense top): recall@top and label precision@top
