@@ -169,19 +169,15 @@ def mixture_training_data(config: Config) -> TrainingData:
         texts += part.inputs
     n_labeled, seen = len(texts), set(texts)
     for name in data.unlabeled:
-        part = task_training_data(get_task(name, data.tasks), config, data.max_per_task, np.random.default_rng(1))
-        keep = []
-        for i, text in enumerate(part.inputs):
-            if text not in seen:
-                seen.add(text)
-                keep.append(i)
-        if not keep:
+        task = get_task(name, data.tasks)
+        part = task_training_data(task, config, data.max_per_task, np.random.default_rng(1), exclude=seen)
+        if part is None:  # every text of the draw is trained on already
             continue
-        keep = np.asarray(keep)
-        parts.append(TrainingData(part.embeddings[keep], None, [part.inputs[i] for i in keep], part.source))
-        labels.append(next_label + np.arange(len(keep)))
-        next_label += len(keep)
-        texts += parts[-1].inputs
+        seen.update(part.inputs)
+        parts.append(TrainingData(part.embeddings, None, part.inputs, part.source))
+        labels.append(next_label + np.arange(len(part)))
+        next_label += len(part)
+        texts += part.inputs
     names = ", ".join(data.mixture or [data.task])
     source = f"data.mixture ({names})" if data.mixture else f"data.task ({names})"
     if data.unlabeled:
@@ -196,14 +192,25 @@ def mixture_training_data(config: Config) -> TrainingData:
     )
 
 
-def task_training_data(task: Task, config: Config, max_train: int = 0, rng=None) -> TrainingData:
+def task_training_data(
+    task: Task, config: Config, max_train: int = 0, rng=None, exclude: set[str] | None = None
+) -> TrainingData | None:
     """The train split's training examples (csrv2.tasks) embedded by config.backbone, with their texts or images.
 
-    max_train: a seeded row cap (rng) applied before embedding; 0 → all rows."""
+    max_train: a seeded row cap (rng) applied before embedding; 0 → all rows. exclude: texts to leave out, and the
+    repeats of a text within the draw after its first row, also before embedding (unlabelled rows that add only
+    texts not already trained on); None is returned when that leaves no row."""
     ex = task.training_examples("train")
     n = len(ex.labels)
     capped = bool(max_train) and n > max_train
     rows = np.sort(rng.choice(n, max_train, replace=False)) if capped else np.arange(n)
+    if exclude is not None:
+        if ex.texts is None:
+            raise ValueError(f"task {task.name}: exclude= filters texts, but this task holds images")
+        rows = _first_of_new_texts(ex.texts, rows, exclude)
+        if not len(rows):
+            return None
+        capped = True  # the key below then names how many rows were kept; the texts' hash tells draws apart
     backbone, base, sub = config.backbone, f"{task.name}/train", f"-sub{len(rows)}" if capped else ""
     source = f"task {task.name} (train split)"
     if ex.images is not None:
@@ -230,6 +237,16 @@ def task_training_data(task: Task, config: Config, max_train: int = 0, rng=None)
             x = np.empty((len(rows), part.shape[1]), dtype=np.float32)
         x[part_rows] = part
     return TrainingData(x, ex.labels[rows], texts.tolist(), source, unit_rows=backbone.normalize)
+
+
+def _first_of_new_texts(texts, rows: np.ndarray, exclude: set[str]) -> np.ndarray:
+    """rows (sorted) → those whose text is not in `exclude` and not seen at an earlier row of `rows`."""
+    seen, keep = set(exclude), []
+    for row in rows:
+        if texts[row] not in seen:
+            seen.add(texts[row])
+            keep.append(row)
+    return np.asarray(keep, dtype=np.int64)
 
 
 def prepare_task(

@@ -109,12 +109,18 @@ def test_a_mixture_keeps_each_tasks_classes_apart_and_adds_unlabelled_rows_once(
     np.testing.assert_array_equal(data.embeddings[np.arange(10, 22)], want.embeddings)
 
     config = Config.from_dict({"data": {"mixture": ["a", "b"], "unlabeled": ["b"], "tasks": tasks, "max_per_task": 12}})
+    (encoder,) = fake.values()
+    encoder.seen.clear()
     data = prepare.training_data(config)
     extra = data.inputs[22:]
+    assert sorted(encoder.seen) == sorted(extra)  # only the new texts are embedded, not the whole seed-1 draw
     assert extra and not set(extra) & set(data.inputs[:22]) and len(set(extra)) == len(extra)
     assert data.unlabeled.tolist() == [False] * 22 + [True] * len(extra)
     assert sorted(data.labels[22:]) == list(range(5, 5 + len(extra)))  # one class each
     assert "data.unlabeled (b)" in data.source
+    b_all = {"data": {"mixture": ["b"], "unlabeled": ["b"], "tasks": tasks, "max_per_task": 0}}
+    data = prepare.training_data(Config.from_dict(b_all))  # the labelled rows hold every text: nothing to add
+    assert len(data) == 30 and not data.unlabeled.any()
     with pytest.raises(ConfigError, match="are all set"):
         Config.from_dict({"data": {"mixture": ["a"], "task": "a", "tasks": tasks}})
     with pytest.raises(ConfigError, match="unknown task 'nope'"):
