@@ -19,6 +19,7 @@ of F (nothing to train on) is neither for F's heads. Runs live in <heads_dir>/<a
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -27,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -34,6 +36,7 @@ import torch
 from csrv2 import strict
 from csrv2.config import Config
 from csrv2.evaluate import DenseFeaturizer, SparseFeaturizer, evaluate_task
+from csrv2.experiments.fold_inputs import mean_cosine, skew, task_mean, usage_corpus, usage_parts
 from csrv2.experiments.folds_report import write_outputs
 from csrv2.experiments.grid import Log, load_or_train
 from csrv2.files import atomic_write_json
@@ -41,13 +44,11 @@ from csrv2.head import CONFIG_NAME, SparseHead
 from csrv2.metrics import read_metrics
 from csrv2.prepare import PreparedTask, TrainingData, check_inputs, mixture_training_data, prepare_task
 from csrv2.strict import ConfigError
-from csrv2.tasks import ROLES
 from csrv2.trainer import DATA_RECORD
 from csrv2.usage import latent_counts, usage_stats
 
 REFERENCES = ("dense", "per-task", "random")
 SCORES_FILE = "fold_scores.json"  # a head's records, reused by a rerun (see _scores)
-NOT_USAGE_ROLES = {"train"}  # a classification task's `train` role is its classifier's training rows, not U
 
 
 @dataclass
@@ -76,6 +77,9 @@ class FoldsConfig:
     """Rows per evaluation role (never the retrieval corpus); 0 → all."""
     clustering_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """k-means seeds averaged for clustering V-measure."""
+    center_on: Literal["mixture", "task"] = "mixture"
+    """b_pre when scoring: "mixture" (as trained) or "task": each task is encoded with b_pre at the mean of that task's
+    own rows (test-time centering, fold_inputs.py), and usage on U counts each task's rows encoded that way."""
     anisotropy: float = 0.0
     """Simulate a more anisotropic backbone: every embedding x becomes (x + a·u) / ‖x + a·u‖ for one fixed random
     unit vector u (seed 0). a = 1.2 takes MiniLM's mean pairwise cosine from ~0.3 to ~0.7, where e5-family models
@@ -147,8 +151,9 @@ def run_folds(cfg: FoldsConfig, log: Log = print) -> dict:
         log(
             f"[{name}] {prepared[name].task.type}: {0 if train is None else len(train)} training rows ({time.perf_counter() - t0:.0f}s)"
         )
-    corpora = {fold: _usage_corpus(fold, tasks, prepared) for fold, tasks in cfg.folds.items()}
-    for fold, u in corpora.items():
+    corpora = {fold: usage_parts(tasks, prepared) for fold, tasks in cfg.folds.items()}
+    for fold, parts in corpora.items():
+        u = usage_corpus(parts)
         log(f"U({fold}): {len(u)} rows, mean pairwise cosine {mean_cosine(u):.2f}")
     records: list[dict] = []
 
@@ -224,21 +229,6 @@ def _mixture(cfg: FoldsConfig, config: Config) -> TrainingData:
     return dataclasses.replace(data, embeddings=skew(data.embeddings, cfg.anisotropy)) if cfg.anisotropy else data
 
 
-def skew(x: np.ndarray, a: float, seed: int = 0) -> np.ndarray:
-    """(N, d) unit rows → (x + a·u) / ‖x + a·u‖ with u a fixed random unit vector (the anisotropy option)."""
-    u = np.random.default_rng(seed).standard_normal(x.shape[1])
-    y = np.asarray(x, dtype=np.float32) + np.float32(a) * (u / np.linalg.norm(u)).astype(np.float32)
-    return y / np.linalg.norm(y, axis=1, keepdims=True)
-
-
-def mean_cosine(x: np.ndarray, rows: int = 2000, seed: int = 0) -> float:
-    """Mean pairwise cosine of (a sample of) unit rows x (N, d), pairs of distinct rows."""
-    x = np.asarray(x, dtype=np.float64)
-    x = x[np.random.default_rng(seed).choice(len(x), min(rows, len(x)), replace=False)]
-    s = x.sum(0)
-    return float((s @ s - len(x)) / (len(x) * (len(x) - 1)))
-
-
 def _train(config: Config, data: TrainingData) -> tuple[SparseHead, float]:
     """load_or_train, with the training loop's own seconds (metrics.jsonl) also for a head trained earlier. A head is
     reused only when it was trained on these rows too (its data.json), not only by this config: the config does not
@@ -253,18 +243,6 @@ def _train(config: Config, data: TrainingData) -> tuple[SparseHead, float]:
 
 def _trainable(p: PreparedTask) -> bool:
     return p.train.embeddings is not None and len(np.unique(p.train.labels)) > 1
-
-
-def _usage_corpus(fold: str, tasks: list[str], prepared: dict[str, PreparedTask]) -> np.ndarray:
-    """U(fold): every scored embedding row of the fold's tasks except classifier training rows, duplicates removed
-    (a retrieval corpus shared by train and test queries counts once). (N_U, d) float32."""
-    parts = [
-        np.asarray(prepared[t].task.arrays[role], dtype=np.float32)
-        for t in tasks
-        for role in ROLES[prepared[t].task.type]
-        if role not in NOT_USAGE_ROLES
-    ]
-    return np.unique(np.concatenate(parts), axis=0)
 
 
 def _centred_untrained(cfg: FoldsConfig, config: Config) -> SparseHead:
@@ -298,6 +276,7 @@ def _scores(cfg: FoldsConfig, folder: Path, head_id: str, compute) -> list[dict]
         "max_eval": cfg.max_eval,
         "clustering_seeds": cfg.clustering_seeds,
         "anisotropy": cfg.anisotropy,
+        **({"center_on": cfg.center_on} if cfg.center_on != "mixture" else {}),  # older scores stay valid
         "min_usage_activations": cfg.min_usage_activations,
         "backbone": dataclasses.asdict(cfg.base.backbone),
     }
@@ -326,22 +305,38 @@ def _score_head(cfg, arm, fold, seed, head, prepared, corpora, train_s) -> list[
     t0 = time.perf_counter()
     records = []
     for name, p in prepared.items():
-        res = evaluate_task(p.task, SparseFeaturizer(head), cfg.ks, cfg.clustering_seeds)
+        featurizer = SparseFeaturizer(_centred_on(head, p.task) if cfg.center_on == "task" else head)
+        res = evaluate_task(p.task, featurizer, cfg.ks, cfg.clustering_seeds)
         for k in cfg.ks:
             records.append(_record(cfg, arm, fold, name, prepared, seed, k, res[k]["score"], train_s=train_s))
-    for other, u in corpora.items():
+    for other, parts in corpora.items():
         if other == fold:
             continue
-        codes = [head.encode(torch.from_numpy(u[i : i + 8192]), max(cfg.ks)) for i in range(0, len(u), 8192)]
+        if cfg.center_on == "task":  # each task's rows as that task is scored
+            tasks = cfg.folds[other]
+            pairs = [(_centred_on(head, prepared[t].task), part) for t, part in zip(tasks, parts)]
+        else:
+            pairs = [(head, usage_corpus(parts))]
+        codes = [
+            h.encode(torch.from_numpy(u[i : i + 8192]), max(cfg.ks)) for h, u in pairs for i in range(0, len(u), 8192)
+        ]
         indices = np.concatenate([c.indices.numpy() for c in codes])  # (N_U, k_max), sorted by value
         values = np.concatenate([c.values.numpy() for c in codes])
+        rows = len(indices)
         for k in cfg.ks:
-            stats = usage_stats(latent_counts(indices[:, :k], values[:, :k], head.hidden), k, rows=len(u))
-            stats["enough_rows"] = len(u) * min(cfg.ks) >= cfg.min_usage_activations * head.hidden
+            stats = usage_stats(latent_counts(indices[:, :k], values[:, :k], head.hidden), k, rows=rows)
+            stats["enough_rows"] = rows * min(cfg.ks) >= cfg.min_usage_activations * head.hidden
             records.append({"kind": "usage", "arm": arm, "fold": fold, "corpus": other, "seed": seed, "k": k, **stats})
     for r in records:
         r.setdefault("eval_s", (time.perf_counter() - t0) / max(1, len(records)))
     return records
+
+
+def _centred_on(head: SparseHead, task) -> SparseHead:
+    """A copy of `head` with b_pre at the mean of the task's own rows (center_on: task)."""
+    centred = copy.deepcopy(head)
+    centred.center(torch.from_numpy(task_mean(task)))
+    return centred.eval()
 
 
 def _record(cfg, arm, fold, task, prepared, seed, k, score, **extra) -> dict:

@@ -15,8 +15,9 @@ import torch
 import yaml
 
 from csrv2 import embeddings
-from csrv2.evaluate import DenseFeaturizer, evaluate_task
-from csrv2.experiments.folds import FoldsConfig, mean_cosine, run_folds, skew
+from csrv2.evaluate import DenseFeaturizer, SparseFeaturizer, evaluate_task
+from csrv2.experiments.fold_inputs import mean_cosine, skew
+from csrv2.experiments.folds import FoldsConfig, run_folds
 from csrv2.head import SparseHead
 from csrv2.prepare import prepare_task
 from csrv2.strict import ConfigError
@@ -151,6 +152,39 @@ def test_every_head_is_scored_in_and_out_of_its_fold_with_usage_on_the_other_fol
     cfg.min_usage_activations = 1000
     third = run_folds(cfg, log=lambda line: None)["records"]
     assert not any(r["enough_rows"] for r in third if r["kind"] == "usage")
+
+
+def test_center_on_task_encodes_each_task_with_b_pre_at_its_own_mean(folds_config):
+    """center_on: task — each task scored (and counted in U) by the trained head with b_pre moved to the mean of that
+    task's rows, every role; recomputed here from the saved head, which stays as trained."""
+    cfg = dataclasses.replace(folds_config, center_on="task", arms={"recipe": []}, references=[])
+    records = run_folds(cfg, log=lambda line: None)["records"]
+    saved = SparseHead.from_pretrained(f"{cfg.output_dir}/heads/recipe/A/seed0")
+    trained_b_pre = saved.b_pre.detach().clone()
+
+    def centred_on(task):
+        rows = np.concatenate([np.asarray(x, np.float64) for x in task.arrays.values()])
+        head = SparseHead.from_pretrained(f"{cfg.output_dir}/heads/recipe/A/seed0")
+        head.center(torch.from_numpy(rows.mean(0)))  # naive mean of every row the task encodes
+        return head
+
+    b_cls = prepare_task("b-cls", cfg.base, cfg.max_per_task, cfg.max_eval).task
+    want = evaluate_task(b_cls, SparseFeaturizer(centred_on(b_cls)), cfg.ks, cfg.clustering_seeds)
+    got = {r["k"]: r["score"] for r in records if r["kind"] == "score" and r["task"] == "b-cls" and r["fold"] == "A"}
+    assert got == {k: want[k]["score"] for k in cfg.ks}
+
+    counts = np.zeros(32)
+    rows = 0
+    for name in ("b-cls", "b-clu"):
+        task = prepare_task(name, cfg.base, cfg.max_per_task, cfg.max_eval).task
+        u = np.unique(np.asarray(task.arrays["test"]), axis=0)  # U: test rows, never the classifier's train rows
+        codes = centred_on(task).encode(torch.from_numpy(u), 2)
+        counts += latent_counts(codes.indices.numpy(), codes.values.detach().numpy(), 32)
+        rows += len(u)
+    usage = next(r for r in records if r["kind"] == "usage" and r["fold"] == "A" and r["k"] == 2)
+    assert usage["rows"] == rows and usage["n_eff"] == pytest.approx(usage_stats(counts, 2)["n_eff"])
+    assert torch.equal(SparseHead.from_pretrained(f"{cfg.output_dir}/heads/recipe/A/seed0").b_pre, trained_b_pre)
+    assert not torch.allclose(centred_on(b_cls).b_pre, trained_b_pre)  # the centring did move it
 
 
 def test_a_task_in_two_folds_or_a_bad_arm_is_refused(folds_config):
