@@ -146,7 +146,7 @@ def run_folds(cfg: FoldsConfig, log: Log = print) -> dict:
     prepared = {}
     for name in names:
         t0 = time.perf_counter()
-        prepared[name] = _prepare(name, cfg)
+        prepared[name] = prepare_fold_task(name, cfg)
         train = prepared[name].train
         log(
             f"[{name}] {prepared[name].task.type}: {0 if train is None else len(train)} training rows ({time.perf_counter() - t0:.0f}s)"
@@ -207,7 +207,7 @@ def run_folds(cfg: FoldsConfig, log: Log = print) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-def _prepare(name: str, cfg: FoldsConfig) -> PreparedTask:
+def prepare_fold_task(name: str, cfg: FoldsConfig) -> PreparedTask:
     """The task's evaluation split and (when it has a train split) the training rows a mixture draws from it."""
     try:
         p = prepare_task(name, cfg.base, cfg.max_per_task, cfg.max_eval, seed=0, for_training=True)
