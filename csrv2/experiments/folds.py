@@ -8,6 +8,7 @@
         scored at every k on every task → records {arm, fold: F, task, held_out, k, seed, score, ...}
         usage at every k on U(G) for each other fold G: G's evaluation texts and retrieval corpora, every row that
             is scored except the classifier's training rows → {dead_pct, n_eff, postings_fraction, rare_pct, rows}
+        center_on: task → both encode each task (and its share of U) with b_pre at the mean of that task's own rows
     references: "dense" (the backbone, once per task), "per-task" (one head per trainable task of F, trained on that
         task alone with the base recipe: in-mixture rows only), "random" (an untrained head centred on F's
         mixture: what usage looks like before any training)
