@@ -203,6 +203,9 @@ class EvalConfig:
     """Tasks scored after training; empty → the training task's test split."""
     after_training: bool = True
     """Score the run when training ends: print a table and write eval.json into the run folder."""
+    center_on: Literal["trained", "task"] = "trained"
+    """b_pre when scoring: as trained, or "task": each task encoded with b_pre at the mean of its own rows (test-time
+    centering, SparseHead.centred; spreads a general head's latents on texts of another domain)."""
 
 
 @dataclass

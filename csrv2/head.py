@@ -13,6 +13,7 @@ is the objective's job (csrv2.objectives); advancing the dead-latent counters (a
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from dataclasses import asdict
@@ -201,6 +202,13 @@ class SparseHead(nn.Module):
         if mean.shape != self.b_pre.shape:
             raise ValueError(f"center: mean has shape {tuple(mean.shape)}, b_pre has {tuple(self.b_pre.shape)}")
         self.b_pre.copy_(mean.to(self.b_pre))
+
+    def centred(self, mean: Tensor) -> SparseHead:
+        """A copy of this head with b_pre at `mean` (d,), this one unchanged: test-time centering — encode a corpus
+        from another domain with b_pre at that corpus's mean (docs/live-latents.md, stage 3)."""
+        head = copy.deepcopy(self)
+        head.center(mean)
+        return head
 
     # -- dead-latent statistics (training state, advanced by the trainer) --------------------------
     def dead_mask(self) -> Tensor:

@@ -1,6 +1,7 @@
 """Score one trained run: the dense backbone and the head's codes at every k of eval.ks, on eval.tasks.
 
 The head's pre-activations are computed once per text; each k is a top-k of them (evaluate.SparseFeaturizer).
+eval.center_on: task scores each task with b_pre at the mean of that task's rows (SparseHead.centred).
 Writes eval.json into the run folder (and, in a run folder the trainer wrote, its README.md again, now with the
 table) and returns the same numbers. Progress: one bar over task × k on stderr, shown only on a terminal.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+import torch
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -43,7 +45,8 @@ def evaluate_run(config: Config, head: nn.Module, tasks: list[str] | None = None
     for task in embedded:
         progress = partial(tick, task.name)
         dense = evaluate_task(task, DenseFeaturizer(), config.eval.ks, on_score=progress)[None]["score"]
-        sparse = evaluate_task(task, SparseFeaturizer(head), config.eval.ks, on_score=progress)
+        scorer = head.centred(torch.from_numpy(task.mean())) if config.eval.center_on == "task" else head
+        sparse = evaluate_task(task, SparseFeaturizer(scorer), config.eval.ks, on_score=progress)
         results[task.name] = {
             "type": task.type,
             "dense": dense,

@@ -290,3 +290,8 @@ class EmbeddedTask:
         missing = [r for r in ROLES[self.type] if r not in self.arrays]
         if missing:
             raise ValueError(f"task {self.name!r} ({self.type}) lacks embedding roles {missing}")
+
+    def mean(self) -> np.ndarray:
+        """(d,) float64 mean of every row the task encodes (every role): what test-time centering moves b_pre to."""
+        rows = [np.asarray(self.arrays[role], dtype=np.float64) for role in ROLES[self.type]]
+        return np.concatenate(rows).mean(0)

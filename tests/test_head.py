@@ -395,3 +395,14 @@ def test_damaged_weights_are_named_not_loaded(tmp_path):
     (tmp_path / "csrv2_head.json").write_text('{"d_in": 16, "hid')
     with pytest.raises(ValueError, match="csrv2_head.json: not valid JSON"):
         SparseHead.from_pretrained(tmp_path)
+
+
+def test_centred_is_a_copy_with_b_pre_at_the_mean():
+    torch.manual_seed(0)
+    head = SparseHead(6, 12, 2)
+    mean = torch.randn(6)
+    moved = head.centred(mean)
+    assert torch.equal(moved.b_pre, mean) and not torch.equal(head.b_pre, mean)
+    assert torch.equal(moved.weight, head.weight) and moved.weight is not head.weight
+    x = torch.randn(5, 6)
+    assert torch.allclose(moved.pre_activations(x), F.linear(x - mean, head.weight, head.b_lat))

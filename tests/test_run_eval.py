@@ -83,3 +83,33 @@ def test_eval_tasks_use_their_own_training_rows(tmp_path, minilm, monkeypatch):
     assert f"{100 * results['a']['sparse'][4]['score']:.1f} ({results['a']['sparse'][4]['dead_pct']:.0f})" in row
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert saved["b"]["sparse"]["2"]["score"] == results["b"]["sparse"][2]["score"]
+
+
+def test_eval_center_on_task_scores_each_task_with_b_pre_at_its_own_mean(tmp_path, fake):
+    """eval.center_on: task — a task's codes come from the head with b_pre at the mean of that task's rows (train
+    and test), computed here by hand; the head passed in is left as it was."""
+    write_task(tmp_path / "b.csv", 40, ["football match", "piano concert"])
+    config = Config.from_dict(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "head": {"hidden": 8, "k": 2},
+            "data": {"task": "b", "tasks": [{"name": "b", "path": str(tmp_path / "b.csv")}]},
+            "eval": {"ks": [1, 2], "center_on": "task"},
+        }
+    )
+    torch.manual_seed(0)
+    head = SparseHead(4, 8, 2)
+    before = {name: p.detach().clone() for name, p in head.state_dict().items()}
+    results = evaluate_run(config, head)
+    assert all(torch.equal(before[name], p) for name, p in head.state_dict().items())
+    task = prepare_task("b", config, for_training=False).task
+    centred = SparseHead(4, 8, 2)
+    centred.load_state_dict(before)
+    rows = torch.cat([torch.from_numpy(task.arrays["train"]), torch.from_numpy(task.arrays["test"])]).double()
+    with torch.no_grad():
+        centred.b_pre.copy_(rows.mean(0).float())
+        for k in (1, 2):
+            train = normalize_rows(centred.encode(torch.from_numpy(task.arrays["train"]), k).to_scipy())
+            test = normalize_rows(centred.encode(torch.from_numpy(task.arrays["test"]), k).to_scipy())
+            expected = classification_accuracy(train, task.gold["train_labels"], test, task.gold["test_labels"])
+            assert results["b"]["sparse"][k]["score"] == expected

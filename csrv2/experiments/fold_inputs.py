@@ -3,11 +3,10 @@ simulation, and test-time centering.
 
     usage_parts(tasks, prepared)   → [(N_t, d) float32]: each task's scored rows, duplicates removed
     usage_corpus(parts)            → (N_U, d): their union, duplicates removed (U of a fold)
-    task_mean(task)                → (d,) float64: mean of every row a task encodes (every role)
     skew(x, a), mean_cosine(x)     the anisotropy option and how it is measured
 
-Test-time centering (FoldsConfig.center_on = "task") sets a head's b_pre to task_mean of the task it encodes before
-encoding it: an unsupervised statistic of the texts being encoded (no labels, no scores), which a user has for the
+Test-time centering (FoldsConfig.center_on = "task") encodes each task with head.centred(task.mean()), b_pre at the
+mean of the task's own rows: an unsupervised statistic of the texts being encoded (no labels, no scores), which a user has for the
 corpus they index. A general head is centred on its training mixture; on a task whose texts sit elsewhere, the
 direction from the mixture mean to the task's mean adds the same offset to every row's pre-activations, and the few
 latents aligned with it win most rows' top-k.
@@ -37,12 +36,6 @@ def usage_parts(tasks: list[str], prepared: dict[str, PreparedTask]) -> list[np.
 def usage_corpus(parts: list[np.ndarray]) -> np.ndarray:
     """U of a fold: the union of its tasks' usage_parts, duplicates removed. (N_U, d) float32."""
     return np.unique(np.concatenate(parts), axis=0)
-
-
-def task_mean(task) -> np.ndarray:
-    """(d,) float64 mean of every row the task encodes when scored (every role, the classifier's rows included)."""
-    rows = [np.asarray(task.arrays[role], dtype=np.float64) for role in ROLES[task.type]]
-    return np.concatenate(rows).mean(0)
 
 
 def skew(x: np.ndarray, a: float, seed: int = 0) -> np.ndarray:

@@ -20,7 +20,6 @@ of F (nothing to train on) is neither for F's heads. Runs live in <heads_dir>/<a
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -37,7 +36,7 @@ import torch
 from csrv2 import strict
 from csrv2.config import Config
 from csrv2.evaluate import DenseFeaturizer, SparseFeaturizer, evaluate_task
-from csrv2.experiments.fold_inputs import mean_cosine, skew, task_mean, usage_corpus, usage_parts
+from csrv2.experiments.fold_inputs import mean_cosine, skew, usage_corpus, usage_parts
 from csrv2.experiments.folds_report import write_outputs
 from csrv2.experiments.grid import Log, load_or_train
 from csrv2.files import atomic_write_json
@@ -78,8 +77,8 @@ class FoldsConfig:
     """Rows per evaluation role (never the retrieval corpus); 0 → all."""
     clustering_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """k-means seeds averaged for clustering V-measure."""
-    center_on: Literal["mixture", "task"] = "mixture"
-    """b_pre when scoring: "mixture" (as trained) or "task": each task is encoded with b_pre at the mean of that task's
+    center_on: Literal["trained", "task"] = "trained"
+    """b_pre when scoring: "trained" (as the head was trained) or "task": each task is encoded with b_pre at the mean of that task's
     own rows (test-time centering, fold_inputs.py), and usage on U counts each task's rows encoded that way."""
     anisotropy: float = 0.0
     """Simulate a more anisotropic backbone: every embedding x becomes (x + a·u) / ‖x + a·u‖ for one fixed random
@@ -277,7 +276,7 @@ def _scores(cfg: FoldsConfig, folder: Path, head_id: str, compute) -> list[dict]
         "max_eval": cfg.max_eval,
         "clustering_seeds": cfg.clustering_seeds,
         "anisotropy": cfg.anisotropy,
-        **({"center_on": cfg.center_on} if cfg.center_on != "mixture" else {}),  # older scores stay valid
+        **({"center_on": cfg.center_on} if cfg.center_on != "trained" else {}),  # older scores stay valid
         "min_usage_activations": cfg.min_usage_activations,
         "backbone": dataclasses.asdict(cfg.base.backbone),
     }
@@ -306,7 +305,9 @@ def _score_head(cfg, arm, fold, seed, head, prepared, corpora, train_s) -> list[
     t0 = time.perf_counter()
     records = []
     for name, p in prepared.items():
-        featurizer = SparseFeaturizer(_centred_on(head, p.task) if cfg.center_on == "task" else head)
+        featurizer = SparseFeaturizer(
+            head.centred(torch.from_numpy(p.task.mean())) if cfg.center_on == "task" else head
+        )
         res = evaluate_task(p.task, featurizer, cfg.ks, cfg.clustering_seeds)
         for k in cfg.ks:
             records.append(_record(cfg, arm, fold, name, prepared, seed, k, res[k]["score"], train_s=train_s))
@@ -315,7 +316,7 @@ def _score_head(cfg, arm, fold, seed, head, prepared, corpora, train_s) -> list[
             continue
         if cfg.center_on == "task":  # each task's rows as that task is scored
             tasks = cfg.folds[other]
-            pairs = [(_centred_on(head, prepared[t].task), part) for t, part in zip(tasks, parts)]
+            pairs = [(head.centred(torch.from_numpy(prepared[t].task.mean())), part) for t, part in zip(tasks, parts)]
         else:
             pairs = [(head, usage_corpus(parts))]
         codes = [
@@ -331,13 +332,6 @@ def _score_head(cfg, arm, fold, seed, head, prepared, corpora, train_s) -> list[
     for r in records:
         r.setdefault("eval_s", (time.perf_counter() - t0) / max(1, len(records)))
     return records
-
-
-def _centred_on(head: SparseHead, task) -> SparseHead:
-    """A copy of `head` with b_pre at the mean of the task's own rows (center_on: task)."""
-    centred = copy.deepcopy(head)
-    centred.center(torch.from_numpy(task_mean(task)))
-    return centred.eval()
 
 
 def _record(cfg, arm, fold, task, prepared, seed, k, score, **extra) -> dict:

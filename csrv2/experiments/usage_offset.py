@@ -13,12 +13,11 @@ with every task centred on its own rows (center_on: task).
 from __future__ import annotations
 
 import argparse
-import copy
 
 import numpy as np
 import torch
 
-from csrv2.experiments.fold_inputs import task_mean, usage_corpus, usage_parts
+from csrv2.experiments.fold_inputs import usage_corpus, usage_parts
 from csrv2.experiments.folds import FoldsConfig, prepare_fold_task
 from csrv2.head import SparseHead
 from csrv2.usage import latent_counts, usage_stats
@@ -66,13 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"top-10 latents of U({args.other_fold}): share there %", np.round(100 * c_other[top] / c_other.sum(), 2))
     print("  their share on the training rows %", np.round(100 * c_train[top] / c_train.sum(), 2))
     print("  cosine with mean(U) - b_pre", np.round(cosine[top], 2), f"(median latent {np.median(cosine):.3f})")
-    moved = copy.deepcopy(head)
-    moved.center(torch.from_numpy(u_other.mean(0).astype(np.float64)))
-    print(
-        f"b_pre at the mean of U({args.other_fold}): n_eff {usage_stats(counts_at_k(moved, u_other), 2)['n_eff']:.0f}"
-    )
+    moved = head.centred(torch.from_numpy(u_other.mean(0).astype(np.float64)))
+    n_eff = usage_stats(counts_at_k(moved, u_other), 2)["n_eff"]
+    print(f"b_pre at the mean of U({args.other_fold}): n_eff {n_eff:.0f}")
     total = np.zeros(head.hidden)
     for name, part in zip(cfg.folds[args.other_fold], other_parts):
-        moved.center(torch.from_numpy(task_mean(prepared[name].task)))
-        total += counts_at_k(moved, part)
+        total += counts_at_k(head.centred(torch.from_numpy(prepared[name].task.mean())), part)
     print(f"every task centred on its own rows (center_on: task): n_eff {usage_stats(total, 2)['n_eff']:.0f}")
