@@ -210,8 +210,8 @@ def task_training_data(
         rows = _first_of_new_texts(ex.texts, rows, exclude)
         if not len(rows):
             return None
-        capped = True  # the key below then names how many rows were kept; the texts' hash tells draws apart
-    backbone, base, sub = config.backbone, f"{task.name}/train", f"-sub{len(rows)}" if capped else ""
+    # a subset's cache key names how many rows it kept (the texts' hash tells two draws of one size apart)
+    backbone, base, sub = config.backbone, f"{task.name}/train", f"-sub{len(rows)}" if len(rows) < n else ""
     source = f"task {task.name} (train split)"
     if ex.images is not None:
         images = ex.images[rows]

@@ -6,8 +6,8 @@ simulation, and test-time centering.
     skew(x, a), mean_cosine(x)     the anisotropy option and how it is measured
 
 Test-time centering (FoldsConfig.center_on = "task") encodes each task with head.centred(task.mean()), b_pre at the
-mean of the task's own rows: an unsupervised statistic of the texts being encoded (no labels, no scores), which a user has for the
-corpus they index. A general head is centred on its training mixture; on a task whose texts sit elsewhere, the
+mean of the task's own rows: an unsupervised statistic of the texts being encoded (no labels, no scores), which a
+user has for the corpus they index. A general head is centred on its training mixture; on a task whose texts sit elsewhere, the
 direction from the mixture mean to the task's mean adds the same offset to every row's pre-activations, and the few
 latents aligned with it win most rows' top-k.
 """

@@ -78,8 +78,8 @@ class FoldsConfig:
     clustering_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """k-means seeds averaged for clustering V-measure."""
     center_on: Literal["trained", "task"] = "trained"
-    """b_pre when scoring: "trained" (as the head was trained) or "task": each task is encoded with b_pre at the mean of that task's
-    own rows (test-time centering, fold_inputs.py), and usage on U counts each task's rows encoded that way."""
+    """b_pre when scoring: "trained" (as the head was trained) or "task": each task is encoded with b_pre at the mean
+    of that task's own rows (test-time centering, fold_inputs.py), and usage on U counts its rows encoded that way."""
     anisotropy: float = 0.0
     """Simulate a more anisotropic backbone: every embedding x becomes (x + a·u) / ‖x + a·u‖ for one fixed random
     unit vector u (seed 0). a = 1.2 takes MiniLM's mean pairwise cosine from ~0.3 to ~0.7, where e5-family models
@@ -151,10 +151,12 @@ def run_folds(cfg: FoldsConfig, log: Log = print) -> dict:
         log(
             f"[{name}] {prepared[name].task.type}: {0 if train is None else len(train)} training rows ({time.perf_counter() - t0:.0f}s)"
         )
-    corpora = {fold: usage_parts(tasks, prepared) for fold, tasks in cfg.folds.items()}
-    for fold, parts in corpora.items():
-        u = usage_corpus(parts)
-        log(f"U({fold}): {len(u)} rows, mean pairwise cosine {mean_cosine(u):.2f}")
+    # U of each fold: its tasks' rows (centred per task under center_on: task) and their union (otherwise)
+    corpora = {}
+    for fold, tasks in cfg.folds.items():
+        parts = usage_parts(tasks, prepared)
+        corpora[fold] = (parts, usage_corpus(parts))
+        log(f"U({fold}): {len(corpora[fold][1])} rows, mean pairwise cosine {mean_cosine(corpora[fold][1]):.2f}")
     records: list[dict] = []
 
     def save():
@@ -304,21 +306,19 @@ def _score_head(cfg, arm, fold, seed, head, prepared, corpora, train_s) -> list[
     head = head.cpu().eval()
     t0 = time.perf_counter()
     records = []
+    # the head each task is encoded with, for its score and its share of U alike
+    heads = {name: _scoring_head(cfg, head, p.task) for name, p in prepared.items()}
     for name, p in prepared.items():
-        featurizer = SparseFeaturizer(
-            head.centred(torch.from_numpy(p.task.mean())) if cfg.center_on == "task" else head
-        )
-        res = evaluate_task(p.task, featurizer, cfg.ks, cfg.clustering_seeds)
+        res = evaluate_task(p.task, SparseFeaturizer(heads[name]), cfg.ks, cfg.clustering_seeds)
         for k in cfg.ks:
             records.append(_record(cfg, arm, fold, name, prepared, seed, k, res[k]["score"], train_s=train_s))
-    for other, parts in corpora.items():
+    for other, (parts, union) in corpora.items():
         if other == fold:
             continue
-        if cfg.center_on == "task":  # each task's rows as that task is scored
-            tasks = cfg.folds[other]
-            pairs = [(head.centred(torch.from_numpy(prepared[t].task.mean())), part) for t, part in zip(tasks, parts)]
+        if cfg.center_on == "task":  # each task's rows as that task is scored (every task is in `prepared` here)
+            pairs = [(heads[t], part) for t, part in zip(cfg.folds[other], parts)]
         else:
-            pairs = [(head, usage_corpus(parts))]
+            pairs = [(head, union)]
         codes = [
             h.encode(torch.from_numpy(u[i : i + 8192]), max(cfg.ks)) for h, u in pairs for i in range(0, len(u), 8192)
         ]
@@ -332,6 +332,11 @@ def _score_head(cfg, arm, fold, seed, head, prepared, corpora, train_s) -> list[
     for r in records:
         r.setdefault("eval_s", (time.perf_counter() - t0) / max(1, len(records)))
     return records
+
+
+def _scoring_head(cfg: FoldsConfig, head: SparseHead, task) -> SparseHead:
+    """The head a task is scored with: as trained, or centred on the task's own rows (center_on: task)."""
+    return head.centred(torch.from_numpy(task.mean())) if cfg.center_on == "task" else head
 
 
 def _record(cfg, arm, fold, task, prepared, seed, k, score, **extra) -> dict:

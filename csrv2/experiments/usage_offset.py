@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         share = np.sort(counts[label] / counts[label].sum())[::-1]
         stats = usage_stats(counts[label], 2)
         print(f"{label}: {len(x)} rows, n_eff {stats['n_eff']:.0f}, top-10 latents {100 * share[:10].sum():.1f} %")
-    c_other, c_train = counts[f"U({args.other_fold})"], next(iter(counts.values()))
+    c_other, c_train = counts[f"U({args.other_fold})"], counts[f"training rows of {args.train_fold}"]
     top = np.argsort(c_other)[::-1][:10]
     offset = u_other.mean(0) - head.b_pre.detach().numpy()
     w = head.weight.detach().numpy()
