@@ -130,6 +130,10 @@ class TrainConfig:
     uniformity_coef: float = 0.0
     """Weight γ of a uniformity term added to the supervised contrastive one (csrv2): the in-batch InfoNCE of the
     codes against themselves (CSR's term), which pushes different rows onto different latents. 0 → off."""
+    distill_coef: float = 0.0
+    """Weight δ of a similarity-distillation term: the KL from each row's in-batch neighbours under the dense
+    embeddings (softmax of cosine / temperature) to its neighbours under the codes. Unsupervised; csrv2 and csr.
+    0 → off."""
     subclusters: int = 0
     """Finer contrastive labels (csrv2): split every class of ≥ 2·subclusters rows into this many k-means
     sub-classes of its embeddings. 0 → classes as given."""
@@ -281,6 +285,7 @@ class Config:
             "head.balance_rate": h.balance_rate,
             "data.max_per_task": self.data.max_per_task,
             "train.uniformity_coef": t.uniformity_coef,
+            "train.distill_coef": t.distill_coef,
             "train.subclusters": t.subclusters,
             "train.pseudo_label_rows": t.pseudo_label_rows,
             "train.epochs": t.epochs,

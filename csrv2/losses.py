@@ -48,6 +48,30 @@ def info_nce(anchors: Tensor, positives: Tensor | None = None, temperature: floa
     return F.cross_entropy(logits, torch.arange(len(a), device=a.device))
 
 
+def similarity_distillation(student: Tensor, teacher: Tensor, temperature: float = 0.2) -> Tensor:
+    """How far the in-batch neighbours of the codes are from those of the dense embeddings: mean_i KL(p_i ‖ q_i).
+
+    student (B, D) codes, teacher (B, d) embeddings (no gradient flows into them). Row i's distributions over the
+    other rows j ≠ i: p_ij ∝ exp(cos(t_i, t_j)/τ), q_ij ∝ exp(cos(s_i, s_j)/τ). Unsupervised, so it applies to
+    texts of any task: it asks the codes to rank a row's neighbours as the embedding they replace does.
+    """
+    if student.dim() != 2 or teacher.dim() != 2 or len(student) != len(teacher):
+        raise ValueError(
+            f"similarity_distillation: student (B, D) and teacher (B, d) need the same rows, got "
+            f"{tuple(student.shape)} and {tuple(teacher.shape)}"
+        )
+    self_mask = torch.eye(len(student), dtype=torch.bool, device=student.device)
+
+    def log_neighbours(features: Tensor) -> Tensor:  # (B, B), row i a log-distribution over j ≠ i
+        u = F.normalize(features, dim=1)
+        return (u @ u.T / temperature).masked_fill(self_mask, float("-inf")).log_softmax(dim=1)
+
+    log_p = log_neighbours(teacher.detach())
+    log_q = log_neighbours(student)
+    kl = (log_p.exp() * (log_p - log_q)).masked_fill(self_mask, 0.0)  # the diagonal is −inf − (−inf)
+    return kl.sum(dim=1).mean()
+
+
 def supcon_loss(
     features: Tensor, labels: Tensor, temperature: float = 0.2, positives_inside_log: bool = True
 ) -> Tensor:

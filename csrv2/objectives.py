@@ -3,6 +3,7 @@
     csrv2: recon_weight · (L_k + recon_4k_coef · L_4k + aux_coef · L_aux) + contrastive_coef · SupCon(codes, labels)
            (+ uniformity_coef · InfoNCE(codes, codes), when set: spreads rows over latents; a term whose weight is
            0 is not computed and not logged)
+           (+ distill_coef · KL(neighbours of the embeddings ‖ neighbours of the codes), when set; csrv2 and csr)
     csr:   the same with in-batch InfoNCE of the codes against themselves instead of SupCon
     mrl:   mean SupCon over every prefix of a linear head's output (the Matryoshka baseline)
 
@@ -52,7 +53,7 @@ def step_loss(
     loss = train.recon_weight * autoencoder
     parts = {"recon_loss": out.recon_loss, "recon_4k_loss": out.recon_4k_loss, "aux_loss": out.aux_loss}
     uniformity_coef = train.uniformity_coef if train.objective == "csrv2" else 0.0
-    if train.contrastive_coef > 0 or uniformity_coef > 0:
+    if train.contrastive_coef > 0 or uniformity_coef > 0 or train.distill_coef > 0:
         # Gathering the codes and the (B, B) similarity matrix is skipped when no contrastive term is weighted:
         # the reconstruction-only recipe (contrastive_coef 0) then costs what its losses cost. Every rank shares
         # the config, so all of them skip the collective together.
@@ -68,6 +69,11 @@ def step_loss(
             uniformity = losses.info_nce(codes, temperature=train.temperature)
             loss = loss + uniformity_coef * uniformity
             parts["uniformity_loss"] = uniformity
+        if train.distill_coef > 0:
+            teacher = distributed.all_gather_rows(x if target is None else target, world)  # (B, d)
+            distill = losses.similarity_distillation(codes, teacher, train.temperature)
+            loss = loss + train.distill_coef * distill
+            parts["distill_loss"] = distill
     parts["loss"] = loss
     return StepLoss(loss, parts, out.fired, out.usage)
 

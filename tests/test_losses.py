@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from csrv2 import info_nce, supcon_loss
-from csrv2.losses import auxk_loss, matryoshka_loss, mse
+from csrv2.losses import auxk_loss, matryoshka_loss, mse, similarity_distillation
 
 
 def unit(row):
@@ -45,6 +45,22 @@ def naive_info_nce(a, b, tau):
         logits = [torch.dot(a[i], b[j]) / tau for j in range(len(b))]
         total = total - torch.log(torch.exp(logits[i]) / sum(torch.exp(v) for v in logits))
     return total / len(a)
+
+
+def naive_similarity_distillation(student, teacher, tau):
+    """Mean over i of Σ_{j≠i} p_ij·log(p_ij / q_ij), p_ij = e^{t̂_i·t̂_j/τ} / Σ_{a≠i} e^{t̂_i·t̂_a/τ}, q likewise
+    from the student rows. Gradient flows only through the student."""
+    s = [unit(r) for r in student]
+    t = [unit(r) for r in teacher.detach()]
+    n = len(s)
+    total = 0
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
+        p_num = {j: torch.exp(torch.dot(t[i], t[j]) / tau) for j in others}
+        q_num = {j: torch.exp(torch.dot(s[i], s[j]) / tau) for j in others}
+        p_den, q_den = sum(p_num.values()), sum(q_num.values())
+        total = total + sum((p_num[j] / p_den) * torch.log((p_num[j] / p_den) / (q_num[j] / q_den)) for j in others)
+    return total / n
 
 
 def features64(b, d, seed):
@@ -192,3 +208,41 @@ def test_auxk_is_finite_in_value_and_gradient_when_the_baseline_is_zero(rows):
     loss = auxk_loss(aux, residual)
     loss.backward()
     assert loss.item() == 0.0 and torch.equal(aux.grad, torch.zeros_like(aux))
+
+
+def test_similarity_distillation_value_and_gradient_match_naive_loop():
+    """similarity_distillation equals the naive KL loop in value and in the student's gradient; none reaches
+    the teacher."""
+    student, teacher = features64(7, 5, 8).requires_grad_(), features64(7, 3, 9).requires_grad_()
+    got = similarity_distillation(student, teacher, 0.3)
+    (grad_got,) = torch.autograd.grad(got, student)
+    want = naive_similarity_distillation(student, teacher, 0.3)
+    (grad_want,) = torch.autograd.grad(want, student)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    torch.testing.assert_close(grad_got, grad_want, rtol=1e-10, atol=1e-12)
+    assert got.item() > 0
+    assert not similarity_distillation(student.detach(), teacher, 0.3).requires_grad
+
+
+def test_similarity_distillation_is_zero_when_the_codes_keep_the_neighbours():
+    """A student whose rows are the teacher's (up to scale) has the teacher's neighbours: KL 0. Zero code rows
+    (cosine 0 with all) give the naive value, not NaN."""
+    teacher = features64(6, 4, 10)
+    torch.testing.assert_close(similarity_distillation(3.0 * teacher, teacher), torch.tensor(0.0, dtype=torch.float64))
+    sparse = torch.zeros(6, 8, dtype=torch.float64)
+    sparse[0, 1] = sparse[1, 1] = 1.0
+    sparse[2, 5] = 2.0
+    torch.testing.assert_close(
+        similarity_distillation(sparse, teacher, 0.2),
+        naive_similarity_distillation(sparse, teacher, 0.2),
+        rtol=1e-12,
+        atol=0,
+    )
+
+
+def test_similarity_distillation_shape_errors():
+    """Student and teacher must be 2-D with the same rows."""
+    with pytest.raises(ValueError, match="same rows"):
+        similarity_distillation(torch.zeros(4, 2), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="same rows"):
+        similarity_distillation(torch.zeros(4), torch.zeros(4, 2))

@@ -178,6 +178,24 @@ def test_uniformity_term_adds_gamma_times_the_codes_info_nce():
     assert "uniformity_loss" not in plain.parts
 
 
+@pytest.mark.parametrize("objective", ["csrv2", "csr"])
+def test_distill_term_adds_delta_times_the_neighbour_kl(objective):
+    """distill_coef δ: loss = the loss without it + δ·KL(neighbours of x ‖ neighbours of the codes), logged as
+    distill_loss; with a separate reconstruction target the teacher is that target."""
+    head, (x, labels) = head_with_dead_latents(), batch()
+    plain = step_loss(head, x, labels, 5, TrainConfig(objective=objective, **COEFS), World())
+    got = step_loss(head, x, labels, 5, TrainConfig(objective=objective, distill_coef=0.4, **COEFS), World())
+    distill = losses.similarity_distillation(head(x, k=5).codes.to_dense(), x, temperature=0.3)
+    assert distill.item() > 0
+    torch.testing.assert_close(got.loss, plain.loss + 0.4 * distill)
+    torch.testing.assert_close(got.parts["distill_loss"], distill)
+    assert "distill_loss" not in plain.parts
+    target = F.normalize(x + 0.5, dim=1)
+    with_target = step_loss(head, x, labels, 5, TrainConfig(objective=objective, distill_coef=0.4), World(), target)
+    want = losses.similarity_distillation(head(x, k=5, target=target).codes.to_dense(), target, temperature=0.2)
+    torch.testing.assert_close(with_target.parts["distill_loss"], want)
+
+
 def test_merge_fired_is_an_or_that_passes_none_through():
     """merge_fired: None with None is None, None with m is m, two masks are OR-ed element-wise."""
     a = torch.tensor([True, False, False, True])
