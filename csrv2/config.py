@@ -134,6 +134,9 @@ class TrainConfig:
     """Weight δ of a similarity-distillation term: the KL from each row's in-batch neighbours under the dense
     embeddings (softmax of cosine / temperature) to its neighbours under the codes. Unsupervised; csrv2 and csr.
     0 → off."""
+    distill_temperature: float = 0.0
+    """Temperature τ_t of the embeddings' side of the distillation term (smaller: only the nearest neighbours
+    count); 0 → train.temperature."""
     subclusters: int = 0
     """Finer contrastive labels (csrv2): split every class of ≥ 2·subclusters rows into this many k-means
     sub-classes of its embeddings. 0 → classes as given."""
@@ -286,6 +289,7 @@ class Config:
             "data.max_per_task": self.data.max_per_task,
             "train.uniformity_coef": t.uniformity_coef,
             "train.distill_coef": t.distill_coef,
+            "train.distill_temperature": t.distill_temperature,
             "train.subclusters": t.subclusters,
             "train.pseudo_label_rows": t.pseudo_label_rows,
             "train.epochs": t.epochs,

@@ -48,12 +48,15 @@ def info_nce(anchors: Tensor, positives: Tensor | None = None, temperature: floa
     return F.cross_entropy(logits, torch.arange(len(a), device=a.device))
 
 
-def similarity_distillation(student: Tensor, teacher: Tensor, temperature: float = 0.2) -> Tensor:
+def similarity_distillation(
+    student: Tensor, teacher: Tensor, temperature: float = 0.2, teacher_temperature: float | None = None
+) -> Tensor:
     """How far the in-batch neighbours of the codes are from those of the dense embeddings: mean_i KL(p_i ‖ q_i).
 
     student (B, D) codes, teacher (B, d) embeddings (no gradient flows into them). Row i's distributions over the
-    other rows j ≠ i: p_ij ∝ exp(cos(t_i, t_j)/τ), q_ij ∝ exp(cos(s_i, s_j)/τ). Unsupervised, so it applies to
-    texts of any task: it asks the codes to rank a row's neighbours as the embedding they replace does.
+    other rows j ≠ i: p_ij ∝ exp(cos(t_i, t_j)/τ_t), q_ij ∝ exp(cos(s_i, s_j)/τ), τ_t = teacher_temperature
+    (default τ; a smaller τ_t weights the nearest neighbours). Unsupervised, so it applies to texts of any task: it
+    asks the codes to rank a row's neighbours as the embedding they replace does.
     """
     if student.dim() != 2 or teacher.dim() != 2 or len(student) != len(teacher):
         raise ValueError(
@@ -62,12 +65,12 @@ def similarity_distillation(student: Tensor, teacher: Tensor, temperature: float
         )
     self_mask = torch.eye(len(student), dtype=torch.bool, device=student.device)
 
-    def log_neighbours(features: Tensor) -> Tensor:  # (B, B), row i a log-distribution over j ≠ i
+    def log_neighbours(features: Tensor, tau: float) -> Tensor:  # (B, B), row i a log-distribution over j ≠ i
         u = F.normalize(features, dim=1)
-        return (u @ u.T / temperature).masked_fill(self_mask, float("-inf")).log_softmax(dim=1)
+        return (u @ u.T / tau).masked_fill(self_mask, float("-inf")).log_softmax(dim=1)
 
-    log_p = log_neighbours(teacher.detach())
-    log_q = log_neighbours(student)
+    log_p = log_neighbours(teacher.detach(), temperature if teacher_temperature is None else teacher_temperature)
+    log_q = log_neighbours(student, temperature)
     kl = (log_p.exp() * (log_p - log_q)).masked_fill(self_mask, 0.0)  # the diagonal is −inf − (−inf)
     return kl.sum(dim=1).mean()
 

@@ -71,7 +71,9 @@ def step_loss(
             parts["uniformity_loss"] = uniformity
         if train.distill_coef > 0:
             teacher = distributed.all_gather_rows(x if target is None else target, world)  # (B, d)
-            distill = losses.similarity_distillation(codes, teacher, train.temperature)
+            distill = losses.similarity_distillation(
+                codes, teacher, train.temperature, train.distill_temperature or None
+            )
             loss = loss + train.distill_coef * distill
             parts["distill_loss"] = distill
     parts["loss"] = loss

@@ -47,16 +47,17 @@ def naive_info_nce(a, b, tau):
     return total / len(a)
 
 
-def naive_similarity_distillation(student, teacher, tau):
-    """Mean over i of Σ_{j≠i} p_ij·log(p_ij / q_ij), p_ij = e^{t̂_i·t̂_j/τ} / Σ_{a≠i} e^{t̂_i·t̂_a/τ}, q likewise
-    from the student rows. Gradient flows only through the student."""
+def naive_similarity_distillation(student, teacher, tau, tau_teacher=None):
+    """Mean over i of Σ_{j≠i} p_ij·log(p_ij / q_ij), p_ij = e^{t̂_i·t̂_j/τ_t} / Σ_{a≠i} e^{t̂_i·t̂_a/τ_t}, q
+    likewise from the student rows at τ. Gradient flows only through the student."""
+    tau_teacher = tau if tau_teacher is None else tau_teacher
     s = [unit(r) for r in student]
     t = [unit(r) for r in teacher.detach()]
     n = len(s)
     total = 0
     for i in range(n):
         others = [j for j in range(n) if j != i]
-        p_num = {j: torch.exp(torch.dot(t[i], t[j]) / tau) for j in others}
+        p_num = {j: torch.exp(torch.dot(t[i], t[j]) / tau_teacher) for j in others}
         q_num = {j: torch.exp(torch.dot(s[i], s[j]) / tau) for j in others}
         p_den, q_den = sum(p_num.values()), sum(q_num.values())
         total = total + sum((p_num[j] / p_den) * torch.log((p_num[j] / p_den) / (q_num[j] / q_den)) for j in others)
@@ -222,6 +223,9 @@ def test_similarity_distillation_value_and_gradient_match_naive_loop():
     torch.testing.assert_close(grad_got, grad_want, rtol=1e-10, atol=1e-12)
     assert got.item() > 0
     assert not similarity_distillation(student.detach(), teacher, 0.3).requires_grad
+    sharp = similarity_distillation(student, teacher, 0.3, teacher_temperature=0.05)
+    torch.testing.assert_close(sharp, naive_similarity_distillation(student, teacher, 0.3, 0.05), rtol=1e-12, atol=0)
+    assert abs(sharp.item() - got.item()) > 1e-3
 
 
 def test_similarity_distillation_is_zero_when_the_codes_keep_the_neighbours():

@@ -194,6 +194,9 @@ def test_distill_term_adds_delta_times_the_neighbour_kl(objective):
     with_target = step_loss(head, x, labels, 5, TrainConfig(objective=objective, distill_coef=0.4), World(), target)
     want = losses.similarity_distillation(head(x, k=5, target=target).codes.to_dense(), target, temperature=0.2)
     torch.testing.assert_close(with_target.parts["distill_loss"], want)
+    sharp = TrainConfig(objective=objective, distill_coef=0.4, distill_temperature=0.05, **COEFS)
+    want = losses.similarity_distillation(head(x, k=5).codes.to_dense(), x, 0.3, teacher_temperature=0.05)
+    torch.testing.assert_close(step_loss(head, x, labels, 5, sharp, World()).parts["distill_loss"], want)
 
 
 def test_merge_fired_is_an_or_that_passes_none_through():
