@@ -309,6 +309,10 @@ class Config:
             raise ConfigError(f"head.k={h.k} must be ≤ head.hidden={h.hidden}")
         if self.anneal and t.k_start < h.k:
             raise ConfigError(f"train.k_start={t.k_start} must be ≥ head.k={h.k} (the final k of annealing)")
+        if t.objective == "mrl" and t.distill_coef > 0:
+            raise ConfigError(
+                "train.distill_coef needs sparse codes: set train.objective to csrv2 or csr, or leave it 0"
+            )
         if not 0.0 <= t.decay_fraction <= 1.0:
             raise ConfigError(f"train.decay_fraction must lie in [0, 1], got {t.decay_fraction}")
         if t.epochs == 0 and t.max_steps == 0:

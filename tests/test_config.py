@@ -63,6 +63,8 @@ def test_overrides_and_types(tmp_path):
         ("", ["train.contrastive_coef=.inf"], "train.contrastive_coef=inf is not a finite number"),
         ("", ["train.adam_eps=0"], "train.adam_eps must be > 0"),
         ("", ["train.seed=-1"], "train.seed must be ≥ 0"),
+        ("", ["train.distill_coef=-0.1"], "train.distill_coef must be ≥ 0"),
+        ("", ["train.objective=mrl", "train.distill_coef=0.1"], "train.distill_coef needs sparse codes"),
         ("", ["output_dir="], "output_dir is empty"),
         ("", ["train.report_to=[wandb]"], "train.report_to[0]='wandb' is not valid; choose one of 'tensorboard'"),
         ("", ["train.report_to=tensorboard"], "train.report_to must be a list"),
