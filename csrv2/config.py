@@ -131,12 +131,10 @@ class TrainConfig:
     """Weight γ of a uniformity term added to the supervised contrastive one (csrv2): the in-batch InfoNCE of the
     codes against themselves (CSR's term), which pushes different rows onto different latents. 0 → off."""
     distill_coef: float = 0.0
-    """Weight δ of a similarity-distillation term: the KL from each row's in-batch neighbours under the dense
-    embeddings (softmax of cosine / temperature) to its neighbours under the codes. Unsupervised; csrv2 and csr.
-    0 → off."""
+    """Weight δ of KL(each row's in-batch neighbours under the embeddings ‖ under the codes), neighbours a softmax of
+    cosine / temperature. Unsupervised; csrv2 and csr. 0 → off."""
     distill_temperature: float = 0.0
-    """Temperature τ_t of the embeddings' side of the distillation term (smaller: only the nearest neighbours
-    count); 0 → train.temperature."""
+    """τ_t of the embeddings' side of distill_coef (smaller: nearest neighbours only); 0 → train.temperature."""
     subclusters: int = 0
     """Finer contrastive labels (csrv2): split every class of ≥ 2·subclusters rows into this many k-means
     sub-classes of its embeddings. 0 → classes as given."""
@@ -310,9 +308,7 @@ class Config:
         if self.anneal and t.k_start < h.k:
             raise ConfigError(f"train.k_start={t.k_start} must be ≥ head.k={h.k} (the final k of annealing)")
         if t.objective == "mrl" and t.distill_coef > 0:
-            raise ConfigError(
-                "train.distill_coef needs sparse codes: set train.objective to csrv2 or csr, or leave it 0"
-            )
+            raise ConfigError("train.distill_coef needs sparse codes: train.objective csrv2 or csr, or leave it 0")
         if not 0.0 <= t.decay_fraction <= 1.0:
             raise ConfigError(f"train.decay_fraction must lie in [0, 1], got {t.decay_fraction}")
         if t.epochs == 0 and t.max_steps == 0:
