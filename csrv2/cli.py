@@ -24,28 +24,14 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.distributed
+from csrv2.config.strict import ConfigError
 
-from csrv2 import assets, embeddings, prepare, strict
-from csrv2.catalog import get_task, list_tasks, shared_data_note, shared_tasks
-from csrv2.config import Config
-from csrv2.distributed import init_from_env
-from csrv2.experiments.bench import BenchConfig
-from csrv2.experiments.bench import run as run_bench
-from csrv2.experiments.cost_curves import ScaleConfig
-from csrv2.experiments.cost_curves import run as run_scale
-from csrv2.experiments.folds import FoldsConfig, run_folds
-from csrv2.experiments.grid import GridConfig, run_grid
-from csrv2.head import SparseHead
-from csrv2.run_eval import evaluate_run, format_results
-from csrv2.run_report import compare_runs, plot_run
-from csrv2.safeguards import TrainingInterrupted
-from csrv2.strict import ConfigError
-from csrv2.trainer import Trainer
 
-# What counts as a mistake in the user's input (one clean line, exit 2) rather than a bug (traceback).
-INPUT_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, KeyError, ValueError, assets.AssetError)
+def input_errors() -> tuple[type[BaseException], ...]:
+    """What counts as a mistake in the user's input (one clean line, exit 2) rather than a bug (traceback)."""
+    from csrv2.assets.registry import AssetError
+
+    return ConfigError, FileNotFoundError, FileExistsError, KeyError, ValueError, AssetError
 
 
 def shipped_config_dirs() -> list[Path]:
@@ -78,6 +64,12 @@ def find_config(name: str) -> Path:
 
 # -- subcommands ---------------------------------------------------------------------------------------------------
 def cmd_train(args) -> None:
+    from csrv2.config.run_config import Config
+    from csrv2.data import prepare
+    from csrv2.evaluation.score_run import evaluate_run, format_results
+    from csrv2.head.sparse_head import SparseHead
+    from csrv2.train.trainer import Trainer
+
     if args.describe:
         print(Config.describe())
         return
@@ -97,6 +89,12 @@ def cmd_train(args) -> None:
 
 
 def cmd_eval(args) -> None:
+    import torch
+
+    from csrv2.config import strict
+    from csrv2.experiments.paper.grid import GridConfig, run_grid
+    from csrv2.experiments.research.folds import FoldsConfig, run_folds
+
     if args.threads:
         torch.set_num_threads(args.threads)
     path = find_config(args.config)
@@ -115,6 +113,14 @@ def cmd_eval(args) -> None:
 
 
 def cmd_embed(args) -> None:
+    import torch
+    import torch.distributed
+
+    from csrv2.backbone import embeddings
+    from csrv2.config.run_config import Config
+    from csrv2.data import prepare
+    from csrv2.distributed import init_from_env
+
     config = Config.from_yaml(find_config(args.config) if args.config else None, args.overrides)
     if not config.data.task and not config.eval.tasks:
         raise ConfigError("nothing to embed: set data.task or eval.tasks")
@@ -133,6 +139,12 @@ def cmd_embed(args) -> None:
 
 
 def cmd_bench(args) -> None:
+    from csrv2.config import strict
+    from csrv2.experiments.bench.retrieval import BenchConfig
+    from csrv2.experiments.bench.retrieval import run as run_bench
+    from csrv2.experiments.bench.scale import ScaleConfig
+    from csrv2.experiments.bench.scale import run as run_scale
+
     path = find_config(args.config)
     command = " ".join(["csrv2 bench", *map(shlex.quote, args.argv)])
     if "stages" in (strict.read_yaml(path) or {}):  # the scale benchmark: embedding speed, cost curves 10k → 10M
@@ -144,6 +156,8 @@ def cmd_bench(args) -> None:
 
 
 def cmd_data(args) -> None:
+    from csrv2.data.catalog import get_task, list_tasks, shared_data_note, shared_tasks
+
     if args.action == "list":
         shared = {name: present for name, _, present in shared_tasks()}
         for name, task_type, description in list_tasks():
@@ -167,6 +181,8 @@ def cmd_data(args) -> None:
 
 
 def cmd_assets(args) -> None:
+    from csrv2.assets import registry as assets
+
     if args.action == "list":
         for asset in assets.ASSETS.values():
             state = "fetched" if (assets.asset_dir(asset.name) / assets.MANIFEST).is_file() else "-"
@@ -179,11 +195,15 @@ def cmd_assets(args) -> None:
 
 
 def cmd_plot(args) -> None:
+    from csrv2.runs.report import plot_run
+
     path, data = plot_run(args.run, args.out)
     print(f"{path}: {', '.join(data)} over {len(next(iter(data.values()))[0])} logged steps")
 
 
 def cmd_compare(args) -> None:
+    from csrv2.runs.report import compare_runs
+
     print(compare_runs(args.runs), end="")
 
 
@@ -264,11 +284,14 @@ def main(argv: list[str] | None = None) -> None:
         os.execv(sys.executable, [sys.executable, "-m", "csrv2.cli", *argv])
     try:
         args.func(args)
-    except TrainingInterrupted as err:  # a checkpoint was written: one line says where and how to continue
-        print(f"csrv2 {args.command}: {err}", file=sys.stderr)
-        sys.exit(130)
-    except INPUT_ERRORS as err:
-        if args.debug:
+    except Exception as err:
+        # the subcommand imported what it raises; looked up here so that `csrv2 --help` loads nothing heavy
+        interrupted = sys.modules.get("csrv2.train.safeguards")
+        if interrupted and isinstance(err, interrupted.TrainingInterrupted):
+            # a checkpoint was written: one line says where and how to continue
+            print(f"csrv2 {args.command}: {err}", file=sys.stderr)
+            sys.exit(130)
+        if not isinstance(err, input_errors()) or args.debug:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"csrv2 {args.command}: error: {message}", file=sys.stderr)

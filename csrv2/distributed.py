@@ -16,8 +16,6 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from csrv2 import losses
-
 
 def resolve_device(name: str) -> torch.device:
     """A config's device name → torch.device; "auto" is CUDA when present, else the CPU."""
@@ -135,22 +133,3 @@ def sum_across_ranks(x: Tensor, world: World) -> Tensor:
     total = x.clone()
     dist.all_reduce(total)
     return total
-
-
-def auxk_loss_across_ranks(aux_recon: Tensor, residual: Tensor) -> Tensor:
-    """losses.auxk_loss on the global batch when run under a process group, else on this batch.
-
-    The ratio MSE(ê, e) / MSE(mean(e), e) is not an average over rows, so averaging per-rank ratios would
-    differ from one process. Here the denominator uses the global batch; each rank returns
-    world · (its squared-error sum) / (global denominator sum), whose mean over ranks (what gradient and
-    metric averaging take) is the single-process value.
-    """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return losses.auxk_loss(aux_recon, residual)
-    size = dist.get_world_size()
-    totals = torch.cat([residual.sum(0), residual.new_tensor([len(residual)])])
-    dist.all_reduce(totals)
-    mean = totals[:-1] / totals[-1]  # (d,) mean residual over the global batch
-    denominator = (mean - residual).pow(2).sum()
-    dist.all_reduce(denominator)
-    return losses.safe_ratio(size * (aux_recon - residual).pow(2).sum(), denominator)

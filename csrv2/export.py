@@ -4,7 +4,7 @@
     SparseEncoder("runs/quickstart-st").encode(texts, max_active_dims=k)   # = csrv2.load("runs/quickstart").encode(
                                                                            #   texts, k), as dense (N, h) vectors
 The folder holds Transformer → Pooling → Normalize (when backbone.normalize) → SparseAutoEncoder, written by
-sentence-transformers itself (its model card included). The head's tensors go through csrv2.st_format's key map;
+sentence-transformers itself (its model card included). The head's tensors go through csrv2.head.st_format's key map;
 ST's SparseAutoEncoder option normalize (a LayerNorm of the input) has no csrv2 equivalent and is written false.
 The backbone's prompts become the model's "query" and "document" prompts, "document" the default when it is set.
 """
@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from csrv2 import st_format
-from csrv2.backbones import resolve_model_path
+from csrv2.backbone.encoders import resolve_model_path
 from csrv2.files import atomic_write_dir
+from csrv2.head import st_format
 from csrv2.model import load
 
 POOLING = {

@@ -16,85 +16,27 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from csrv2 import assets, hub
-from csrv2.backbones import TextEncoder, VisionEncoder, load_backbone
-from csrv2.codes import SparseCodes
-from csrv2.config import BackboneConfig, Config
-from csrv2.head import CONFIG_NAME, LEGACY_CONFIG_NAME, WEIGHTS_NAME, SparseHead
+from csrv2 import hub
+from csrv2.assets import registry as assets
+from csrv2.backbone.encoders import TextEncoder, VisionEncoder, load_backbone
+from csrv2.config.run_config import BackboneConfig
+from csrv2.head.baselines import MRL_CONFIG_NAME
+from csrv2.head.codes import SparseCodes
+from csrv2.head.sparse_head import CONFIG_NAME, LEGACY_CONFIG_NAME, WEIGHTS_NAME, SparseHead
+from csrv2.runs.backbone_record import backbone_config
+from csrv2.runs.layout import BACKBONE_RECORD, CARD_FILE, CONFIG_FILE, EVAL_FILE, FINETUNED_DIR
 
-BACKBONE_RECORD = "csrv2_backbone.json"
-FINETUNED_DIR = "backbone"  # a finetuned run's backbone, inside the run folder
-# What the record holds: the BackboneConfig fields that decide the embeddings, the asset's pinned wheels as its revision
-# (a hub id's backbone.revision, None for local folders and the default branch), whether the model runs its own code,
-# and the folder of a finetuned backbone relative to the record (or None).
-RECORD_KEYS = ("name", "revision", "kind", "pooling", "normalize", "max_length", "query_prompt", "document_prompt")
-RECORD_KEYS += ("image_size", "trust_remote_code", "finetuned")
 # What a head on the hub needs (push_to_hub uploads these, csrv2.load downloads them): the head, its backbone record
 # (config.yaml for runs saved before the record), a finetuned run's backbone/, and the scores.
-HUB_FILES = (WEIGHTS_NAME, CONFIG_NAME, LEGACY_CONFIG_NAME, BACKBONE_RECORD, "config.yaml", "eval.json", "README.md")
-HUB_FILES += (f"{FINETUNED_DIR}/*", "mrl_config.json")
+HUB_FILES = (WEIGHTS_NAME, CONFIG_NAME, LEGACY_CONFIG_NAME, BACKBONE_RECORD, CONFIG_FILE, EVAL_FILE, CARD_FILE)
+HUB_FILES += (f"{FINETUNED_DIR}/*", MRL_CONFIG_NAME)
 CHUNK = 8192  # rows per head.encode call: the (rows, h) pre-activations stay small
-
-
-def backbone_record(cfg: BackboneConfig, finetuned: bool) -> dict:
-    """The csrv2_backbone.json of a head trained on embeddings of `cfg` (finetuned: the run saved backbone/)."""
-    name = cfg.name
-    if name not in assets.ASSETS and Path(name).expanduser().exists():
-        name = str(Path(name).expanduser().resolve())  # a local folder: found from any working directory
-    revision = " + ".join(assets.ASSETS[name].packages) if name in assets.ASSETS else cfg.revision or None
-    fields = {key: getattr(cfg, key) for key in RECORD_KEYS if hasattr(cfg, key) and key not in ("name", "revision")}
-    return {"name": name, "revision": revision, **fields, "finetuned": FINETUNED_DIR if finetuned else None}
-
-
-def backbone_config(folder: str | Path) -> BackboneConfig:
-    """The BackboneConfig whose embeddings the head in `folder` encodes (see the module docstring for the order)."""
-    folder = Path(folder)
-    record_file, run_config = folder / BACKBONE_RECORD, folder / "config.yaml"
-    if record_file.is_file():
-        try:
-            record = json.loads(record_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{record_file}: not valid JSON ({err})") from None
-        if not isinstance(record, dict) or set(record) - set(RECORD_KEYS) or "name" not in record:
-            raise ValueError(f"{record_file}: expected an object with name and some of {list(RECORD_KEYS)}")
-        fields = {k: v for k, v in record.items() if k in BackboneConfig.__dataclass_fields__}
-        if record["name"] in assets.ASSETS:  # an asset's revision is the wheels it came from, not a hub revision
-            pinned = " + ".join(assets.ASSETS[record["name"]].packages)
-            if fields.pop("revision", None) not in (None, pinned):
-                warnings.warn(
-                    f"{record_file}: the head was trained on {record['name']} {record['revision']}, this csrv2 "
-                    f"fetches {pinned}; its codes may differ from the trained ones",
-                    stacklevel=3,
-                )
-        fields["revision"] = fields.get("revision") or ""
-        cfg, finetuned = BackboneConfig(**fields), record.get("finetuned")
-    elif run_config.is_file():
-        config = Config.from_yaml(run_config)
-        if config.data.embeddings:
-            raise ValueError(
-                f"{run_config}: this head trained on data.embeddings ({config.data.embeddings}), whose backbone the "
-                "run does not know; pass backbone= (a name or a BackboneConfig) to csrv2.load"
-            )
-        cfg, finetuned = config.backbone, None if config.train.backbone == "frozen" else FINETUNED_DIR
-    else:
-        raise FileNotFoundError(
-            f"{folder}: no {BACKBONE_RECORD} and no config.yaml, so which backbone feeds this head is unknown; pass "
-            "backbone= (a name or a BackboneConfig) to csrv2.load"
-        )
-    if finetuned:
-        tuned = folder / finetuned
-        if not tuned.is_dir():
-            raise FileNotFoundError(f"{tuned}: this run finetuned its backbone, and the saved backbone is missing")
-        cfg = dataclasses.replace(cfg, name=str(tuned), revision="")  # the saved folder, not the hub revision
-    return cfg
 
 
 class SparseModel:
@@ -151,7 +93,7 @@ def load(
     backbone: a name (asset, hub id, local folder) or a BackboneConfig, instead of the one the folder records.
     trust_remote_code: allow a backbone whose record says it runs its own code (never implied by the record)."""
     folder = run_folder(run_or_folder, revision)
-    if (folder / "mrl_config.json").is_file():
+    if (folder / MRL_CONFIG_NAME).is_file():
         raise ValueError(f"{folder} holds a Matryoshka (MRL) head; csrv2.load opens sparse heads")
     head = SparseHead.from_pretrained(folder)
     if backbone is None:
@@ -209,8 +151,8 @@ def push_to_hub(
         for p in folder.rglob("*")
         if p.is_file() and any(fnmatch.fnmatch(p.relative_to(folder).as_posix(), pat) for pat in HUB_FILES)
     )
-    if (folder / BACKBONE_RECORD).is_file() and "config.yaml" in files:
-        files.remove("config.yaml")  # the record says all load needs; config.yaml holds local paths
+    if (folder / BACKBONE_RECORD).is_file() and CONFIG_FILE in files:
+        files.remove(CONFIG_FILE)  # the record says all load needs; config.yaml holds local paths
     huggingface_hub.create_repo(repo_id, token=token, private=private, exist_ok=True)
     if revision:
         huggingface_hub.create_branch(repo_id, branch=revision, token=token, exist_ok=True)

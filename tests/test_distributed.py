@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from csrv2 import Config, SparseHead
-from csrv2.prepare import training_data
-from csrv2.trainer import Trainer
+from csrv2.data.prepare import training_data
+from csrv2.train.trainer import Trainer
 
 TRAIN = Path(__file__).parent.parent / "scripts" / "train.py"  # the README's torchrun command runs this file
 

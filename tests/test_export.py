@@ -10,10 +10,10 @@ from safetensors.torch import save_file
 
 import csrv2
 from csrv2 import SparseHead
-from csrv2.backbones import TextEncoder
-from csrv2.config import BackboneConfig, HeadConfig
+from csrv2.backbone.encoders import TextEncoder
+from csrv2.config.run_config import BackboneConfig, HeadConfig
 from csrv2.export import st_classes, to_sentence_transformers
-from csrv2.st_format import from_csrv2
+from csrv2.head.st_format import from_csrv2
 
 pytest.importorskip("sentence_transformers", reason="needs sentence-transformers (csrv2[extras])")
 SparseEncoder, Transformer, Pooling, Normalize, SparseAutoEncoder = st_classes()  # 6.x paths, or 5.x

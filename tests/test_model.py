@@ -10,12 +10,13 @@ import torch
 
 import csrv2
 from csrv2 import Config, SparseHead
-from csrv2.backbones import TextEncoder
-from csrv2.baselines import MRLHead
-from csrv2.config import BackboneConfig
-from csrv2.model import BACKBONE_RECORD, backbone_config
-from csrv2.prepare import TrainingData
-from csrv2.trainer import Trainer
+from csrv2.backbone.encoders import TextEncoder
+from csrv2.config.run_config import BackboneConfig
+from csrv2.data.prepare import TrainingData
+from csrv2.head.baselines import MRLHead
+from csrv2.runs.backbone_record import backbone_config
+from csrv2.runs.layout import BACKBONE_RECORD
+from csrv2.train.trainer import Trainer
 
 TEXTS = [
     "A cat sleeps on the warm windowsill.",

@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from csrv2 import Config, SparseHead, SparseIndex
-from csrv2.checkpoint import save_checkpoint, verify_checkpoint
-from csrv2.experiments.bench import BenchConfig
-from csrv2.experiments.grid import GridConfig
-from csrv2.strict import ConfigError
+from csrv2.config.strict import ConfigError
+from csrv2.experiments.bench.retrieval import BenchConfig
+from csrv2.experiments.paper.grid import GridConfig
+from csrv2.runs.checkpoint import save_checkpoint, verify_checkpoint
 
 # Real keys mixed with noise, so that documents often reach deep into the config before going wrong.
 KEYS = st.sampled_from(

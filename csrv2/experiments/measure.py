@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from csrv2.index import SparseIndex
-from csrv2.provenance import package_versions
+from csrv2.index.sparse_index import SparseIndex
+from csrv2.runs.provenance import package_versions
 
 PACKAGES = ("numpy", "scipy", "torch", "transformers", "faiss-cpu", "sentence-transformers", "numba")
 
@@ -62,7 +62,7 @@ def describe_machine(info: dict | None = None) -> str:
 
 
 def versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
-    """Installed version of each package (None when absent): csrv2.provenance.package_versions, the one definition."""
+    """Installed version of each package (None when absent): csrv2.runs.provenance.package_versions, the one definition."""
     return package_versions(packages)
 
 
@@ -144,7 +144,7 @@ def top_quality(found, truth, labels_db, labels_q, labelled_q) -> dict:
 
 def measure_search(peer, queries, n_single: int, n_batch: int, top: int) -> tuple[dict, np.ndarray, tuple]:
     """Latency of n_single one-query calls and queries/s of one n_batch call of a search object shaped like the
-    peers of csrv2.experiments.peers (prepare, search, bytes_per_vector) → (record, per-query seconds (n_single,),
+    peers of csrv2.experiments.bench.peers (prepare, search, bytes_per_vector) → (record, per-query seconds (n_single,),
     the batch call's (scores, ids)). Queries are put in the peer's own form before any timing."""
     singles = [peer.prepare(queries[i : i + 1]) for i in range(n_single)]
     batch = peer.prepare(queries[:n_batch])

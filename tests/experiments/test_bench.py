@@ -13,15 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from csrv2 import strict
 from csrv2.cli import find_config
-from csrv2.codes import SparseCodes
-from csrv2.dense_index import DenseIndex
-from csrv2.experiments import bench, bench_report, peers
-from csrv2.experiments.cost_curves import ScaleConfig
+from csrv2.config import strict
+from csrv2.config.strict import ConfigError
+from csrv2.experiments.bench import peers
+from csrv2.experiments.bench import report as bench_report
+from csrv2.experiments.bench import retrieval as bench
+from csrv2.experiments.bench.scale import ScaleConfig
 from csrv2.experiments.measure import measure_search, same_scores, skew_stats
-from csrv2.index import SparseIndex
-from csrv2.strict import ConfigError
+from csrv2.head.codes import SparseCodes
+from csrv2.index.dense import DenseIndex
+from csrv2.index.sparse_index import SparseIndex
 
 HAVE_FAISS = importlib.util.find_spec("faiss") is not None
 HAVE_ST = importlib.util.find_spec("sentence_transformers") is not None

@@ -1,4 +1,4 @@
-"""The scale benchmark's parts (csrv2.experiments.cost_curves) against naive references and hand values.
+"""The scale benchmark's parts (csrv2.experiments.bench.scale) against naive references and hand values.
 
 The full run needs the bench data and hours; here each part runs on small random arrays: the brute-force reference
 against SparseIndex, the resampled file against fancy indexing, the memory probe against a known allocation, one
@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from csrv2.codes import SparseCodes
-from csrv2.experiments import cost_curves, cost_curves_report
-from csrv2.experiments.cost_curves import ScaleConfig, brute_force_top, child_train, embedding_file
+from csrv2.config.strict import ConfigError
+from csrv2.experiments.bench import scale as cost_curves
+from csrv2.experiments.bench import scale_report as cost_curves_report
+from csrv2.experiments.bench.scale import ScaleConfig, brute_force_top, child_train, embedding_file
 from csrv2.experiments.measure import AnonPeak, status_mib
 from csrv2.files import write_between_markers
-from csrv2.index import SparseIndex
-from csrv2.strict import ConfigError
+from csrv2.head.codes import SparseCodes
+from csrv2.index.sparse_index import SparseIndex
 
 
 def random_codes(n, k, dim=64, seed=0) -> SparseCodes:

@@ -1,4 +1,4 @@
-"""The fold protocol (csrv2.experiments.folds) on small CSV tasks with a bag-of-words fake encoder.
+"""The fold protocol (csrv2.experiments.research.folds) on small CSV tasks with a bag-of-words fake encoder.
 
 Checks against values computed outside the protocol: which tasks are in-mixture / held-out, the dense reference
 against evaluate_task called directly, usage against codes recomputed from the saved head, reuse of finished heads.
@@ -14,14 +14,14 @@ import pytest
 import torch
 import yaml
 
-from csrv2 import embeddings
-from csrv2.evaluate import DenseFeaturizer, SparseFeaturizer, evaluate_task
-from csrv2.experiments.fold_inputs import mean_cosine, skew
-from csrv2.experiments.folds import FoldsConfig, run_folds
-from csrv2.head import SparseHead
-from csrv2.prepare import prepare_task
-from csrv2.strict import ConfigError
-from csrv2.usage import latent_counts, usage_stats
+from csrv2.backbone import embeddings
+from csrv2.config.strict import ConfigError
+from csrv2.data.prepare import prepare_task
+from csrv2.evaluation.scoring import DenseFeaturizer, SparseFeaturizer, evaluate_task
+from csrv2.evaluation.usage import latent_counts, usage_stats
+from csrv2.experiments.research.fold_inputs import mean_cosine, skew
+from csrv2.experiments.research.folds import FoldsConfig, run_folds
+from csrv2.head.sparse_head import SparseHead
 
 TOPICS = ["cats", "stocks", "rain", "chess", "bread", "trains"]
 

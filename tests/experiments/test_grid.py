@@ -16,14 +16,15 @@ import torch
 import yaml
 from sklearn.decomposition import PCA
 
-from csrv2.baselines import MRLHead
-from csrv2.config import Config
-from csrv2.evaluate import DenseFeaturizer, EmbeddedTask, PrefixFeaturizer, SparseFeaturizer, evaluate_task
-from csrv2.experiments.grid import GridConfig, fit_pca, load_or_train, mrl_featurizer, run_grid
-from csrv2.experiments.grid_report import LABELS, PAPER
-from csrv2.head import SparseHead
-from csrv2.prepare import PreparedTask, TrainingData
-from csrv2.strict import ConfigError
+from csrv2.config.run_config import Config
+from csrv2.config.strict import ConfigError
+from csrv2.data.prepare import PreparedTask, TrainingData
+from csrv2.evaluation.scoring import DenseFeaturizer, EmbeddedTask, PrefixFeaturizer, SparseFeaturizer, evaluate_task
+from csrv2.experiments.paper.grid import GridConfig, mrl_featurizer, run_grid
+from csrv2.experiments.paper.report import LABELS, PAPER
+from csrv2.head.baselines import MRLHead, fit_pca
+from csrv2.head.sparse_head import SparseHead
+from csrv2.train.reuse import load_or_train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "paper"
 KS = [2, 4]

@@ -1,0 +1,179 @@
+"""csrv2.index.qdrant.QdrantSparse in Qdrant's local in-process mode: the same answers as SparseIndex on 10k real codes,
+and the conventions of upsert / search (padding, ids, payloads, ties, refusals) on small random codes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse
+import torch
+
+from csrv2.backbone.embeddings import embed_texts
+from csrv2.config.run_config import BackboneConfig
+from csrv2.head.codes import SparseCodes
+from csrv2.head.sparse_head import SparseHead
+from csrv2.index.qdrant import QdrantSparse
+from csrv2.index.sparse_index import SparseIndex
+
+qdrant_client = pytest.importorskip("qdrant_client", reason="needs qdrant-client (pip install 'csrv2[qdrant]')")
+
+N_REAL, N_QUERIES, N_TWICE = 10_000, 20, 500  # database texts, held-out query texts, database rows stored twice
+
+
+def store(dim: int, name: str = "t") -> QdrantSparse:
+    out = QdrantSparse(qdrant_client.QdrantClient(":memory:"), name)
+    out.create(dim)
+    return out
+
+
+def codes_of(idx, val, dim: int) -> SparseCodes:
+    return SparseCodes(torch.as_tensor(idx, dtype=torch.int64), torch.as_tensor(val, dtype=torch.float32), dim)
+
+
+def random_codes(rng, n: int, dim: int, k: int) -> SparseCodes:
+    idx = np.stack([rng.choice(dim, k, replace=False) for _ in range(n)])
+    return codes_of(idx, rng.uniform(0.1, 1, (n, k)), dim).normalized()
+
+
+# -- real codes: exactly SparseIndex's answers ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real_embeddings(shared_data, minilm):
+    """(N_QUERIES + N_REAL, 384) all-MiniLM-L6-v2 embeddings of the first unique StackOverflow titles of the shared
+    data folder (embedded once, ~2 min on 2 cores, then read from the test home's embedding cache)."""
+    path = shared_data / "clustering" / "stc2-stackoverflow" / "texts.jsonl"
+    texts: dict[str, None] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            text = " ".join(json.loads(line)["text"].split())
+            if text:
+                texts.setdefault(text)
+            if len(texts) == N_QUERIES + N_REAL:
+                break
+    cfg = BackboneConfig(device="cpu", max_length=64)  # titles: 64 tokens hold them all
+    return torch.from_numpy(np.array(embed_texts(cfg, list(texts), key="vectordb/stackoverflow")))
+
+
+@pytest.mark.parametrize("k", [2, 8])
+def test_qdrant_equals_sparse_index_on_real_codes(real_embeddings, k):
+    """Top-10 of 10k real codes (a random SparseHead over MiniLM embeddings; 500 rows stored twice add exact ties):
+    Qdrant's scores equal SparseIndex's to float32 rounding and each returned id has the score it is listed with
+    (ids may differ only inside a tie group at the cut); with exact_ties=True the ids are SparseIndex's exactly.
+    Where Qdrant pads (fewer than 10 documents share a latent), SparseIndex lists score-0 documents."""
+    torch.manual_seed(k)
+    head = SparseHead(384, 1536, k)
+    with torch.no_grad():
+        codes = head.encode(real_embeddings, k=k).normalized()
+    db = SparseCodes.cat([codes[N_QUERIES:], codes[N_QUERIES : N_QUERIES + N_TWICE]])  # (10,500, k)
+    queries = SparseCodes.cat([codes[:N_QUERIES], db[:6]])  # held-out texts, and 6 rows the database holds twice
+    qdrant = store(1536)
+    qdrant.upsert(db, batch=4096)  # three requests
+    assert len(qdrant) == len(db)
+    ref_scores, ref_ids = SparseIndex.build(db).search(queries, top=10)
+    full = queries.to_scipy().astype(np.float64) @ db.to_scipy().astype(np.float64).T  # (Q, N) brute force
+    full = torch.from_numpy(full.toarray().astype(np.float32))
+    scores, ids = qdrant.search(queries, top=10)
+    assert scores.dtype == torch.float32 and ids.dtype == torch.int64 and ids.shape == (len(queries), 10)
+    found = ids >= 0
+    torch.testing.assert_close(scores[found], ref_scores[found], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(full.gather(1, ids.clamp(min=0))[found], scores[found], rtol=1e-6, atol=1e-7)
+    assert all(len(set(row) - {-1}) == int(n) for row, n in zip(ids.tolist(), found.sum(1)))  # no id twice
+    assert (ref_scores[~found] == 0).all() and torch.isneginf(scores[~found]).all()
+    assert found[:, 0].all()  # every query shares a latent with some document
+    some = slice(N_QUERIES - 4, None)  # 4 held-out queries and the 6 stored rows (a local-mode scan costs ~0.1 s)
+    exact_scores, exact_ids = qdrant.search(queries[some], top=10, exact_ties=True)
+    found = exact_ids >= 0
+    assert torch.equal(exact_ids[found], ref_ids[some][found]) and torch.equal(exact_scores, scores[some])
+    # a stored row finds itself (id < 6: at most 5 lower ids can tie with it) in a tie at the top, with its copy or
+    # another title of the same code (at k = 2 different titles share codes; float32 sums may differ in the last bit)
+    assert (exact_ids[4:] == torch.arange(6)[:, None]).any(1).all()
+    torch.testing.assert_close(scores[N_QUERIES:, :2], torch.ones(6, 2))
+
+
+# -- conventions on small random codes --------------------------------------------------------------------------------
+def test_search_equals_brute_force_with_ties_beyond_the_first_request():
+    """30 copies of one code tie at the cut for top 5: with exact_ties the lowest ids win, however the ids were
+    assigned; scipy queries give numpy arrays, SparseCodes queries torch tensors."""
+    rng = np.random.default_rng(0)
+    base = random_codes(rng, 200, 32, 4)
+    db = SparseCodes.cat([base, SparseCodes(base.indices[:1].repeat(30, 1), base.values[:1].repeat(30, 1), 32)])
+    ids = np.arange(1000, 1000 - len(db), -1)  # descending: the first-written copy has the highest id
+    qdrant = store(32)
+    np.testing.assert_array_equal(qdrant.upsert(db, ids=ids, batch=64), ids)
+    query = base[:1]
+    scores, got = qdrant.search(query.to_scipy(), top=5, exact_ties=True)
+    assert isinstance(scores, np.ndarray) and scores.dtype == np.float32 and got.dtype == np.int64
+    np.testing.assert_array_equal(got[0], np.sort(ids[-30:])[:5])  # the five lowest ids among the 30 copies
+    plain = qdrant.search(query.to_scipy(), top=5)[1][0]  # Qdrant's own pick among the ties, listed by id
+    assert set(plain) <= set(ids[-30:]) and len(set(plain)) == 5 and (np.diff(plain) > 0).all()
+    dense = (query.to_dense().double() @ db.to_dense().double().T).float().numpy()[0]
+    np.testing.assert_allclose(scores[0], np.sort(dense)[::-1][:5], rtol=1e-6)
+    many = random_codes(rng, 20, 32, 4)
+    s, i = qdrant.search(many, top=10)
+    ref_s, _ = SparseIndex.build(db).search(many, top=10)
+    real = (i >= 0).numpy()
+    torch.testing.assert_close(s[real], ref_s[real])  # ids differ inside ties: lower *point id* here, lower row there
+    full = (many.to_dense().double() @ db.to_dense().double().T).float().numpy()  # (20, N) brute force
+    rows = np.where(real, 1000 - i.numpy(), 0)  # point id → row
+    np.testing.assert_allclose(np.take_along_axis(full, rows, 1)[real], s.numpy()[real], rtol=1e-6)
+
+
+def test_padding_when_fewer_documents_share_a_latent():
+    """N < top pads with (-inf, -1); so does a query sharing no latent, or one whose values are all zero."""
+    db = codes_of([[0, 1], [1, 2], [2, 3]], [[1.0, 0.5], [0.5, 0.25], [1.0, 0.0]], 8)  # row 2: latent 3 inactive
+    qdrant = store(8)
+    qdrant.upsert(db)
+    q = codes_of([[1, 0], [3, 4], [5, 6]], [[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]], 8)
+    scores, ids = qdrant.search(q, top=4)
+    assert torch.equal(ids[0], torch.tensor([0, 1, -1, -1]))  # latent 1: docs 0 (0.5) and 1 (0.5): tie → lower id
+    assert torch.equal(scores[0, :2], torch.tensor([0.5, 0.5])) and torch.isneginf(scores[0, 2:]).all()
+    assert (ids[1:] == -1).all() and torch.isneginf(scores[1:]).all()  # latent 3 was a zero slot: not stored
+    stored = qdrant.client.retrieve("t", ids=[2], with_vectors=True)[0].vector["csrv2"]
+    assert (stored.indices, stored.values) == ([2], [1.0])  # zeros dropped
+
+
+def test_ids_and_payloads_round_trip():
+    rng = np.random.default_rng(1)
+    db = random_codes(rng, 12, 16, 3)
+    qdrant = store(16)
+    ids = 7 * np.arange(12) + 100
+    qdrant.upsert(db, ids=ids, payloads=[{"row": i, "tag": f"t{i}"} for i in range(12)])
+    assert qdrant.payloads(ids[[3, 0]]) == [{"row": 3, "tag": "t3"}, {"row": 0, "tag": "t0"}]
+    assert qdrant.payloads([5]) == [None]  # no such point
+    _, found = qdrant.search(db[:4], top=1)
+    assert torch.equal(found[:, 0], torch.from_numpy(ids[:4]))  # each code finds itself under its own id
+    again = QdrantSparse(qdrant.client, "t")  # an existing collection: dim comes from the codes
+    assert torch.equal(again.search(db[:4], top=1)[1], found) and again.dim == 16
+    assert np.array_equal(again.upsert(db[:2]), [0, 1]) and len(again) == 14  # default ids: row numbers
+
+
+def test_bad_input_is_refused_naming_what_is_wrong():
+    qdrant = store(8)
+    good = codes_of([[0, 1], [2, 3]], [[1.0, 0.5], [0.5, 0.25]], 8)
+    cases = [
+        (lambda: qdrant.upsert(codes_of([[0, 1], [2, 3]], [[1.0, 0.5], [np.nan, 1.0]], 8)), "row 1 holds NaN"),
+        (lambda: qdrant.upsert(codes_of([[0, 1], [4, 4]], [[1.0, 0.5], [1.0, 2.0]], 8)), "row 1 gives a latent twice"),
+        (lambda: qdrant.search(codes_of([[0, 1]], [[np.inf, 1.0]], 8)), "row 0 holds NaN or inf"),
+        (lambda: qdrant.upsert(codes_of([[0, 1]], [[1.0, 1.0]], 9)), "dim 9"),
+        (lambda: qdrant.upsert(good, ids=[1, 1]), "id 1 is given twice"),
+        (lambda: qdrant.upsert(good, ids=[0, -3]), "row 1 has -3"),
+        (lambda: qdrant.upsert(good, ids=[0.5, 1.5]), "integers"),
+        (lambda: qdrant.upsert(good, ids=[0]), "2 integers"),
+        (lambda: qdrant.upsert(good, payloads=[{}]), "1 payloads for 2 rows"),
+        (lambda: qdrant.upsert(good, batch=0), "batch"),
+        (lambda: qdrant.search(good, top=0), "top"),
+        (lambda: qdrant.create(8), "exists already"),
+        (lambda: QdrantSparse(qdrant.client, "u").create(0), "dim"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert len(qdrant) == 0  # nothing refused was written
+    qdrant.upsert(codes_of([[0, 0], [1, 1]], [[1.0, 0.0], [0.0, 0.0]], 8))  # a repeated *inactive* slot is padding
+    assert len(qdrant) == 2
+    with pytest.raises(TypeError, match="SparseCodes or a scipy sparse"):
+        qdrant.search(np.zeros((1, 8)))
+    csr = scipy.sparse.csr_matrix(([1.0, 2.0], [1, 1], [0, 2]), shape=(1, 8))  # latent 1 stored twice
+    with pytest.raises(ValueError, match="twice"):
+        qdrant.search(csr)
