@@ -19,7 +19,6 @@ the head's pre-activations once and slices one sorted top-k_max), so no text is 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -31,6 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, v_measure_score
 
 from csrv2.data.tasks import ROLES, EmbeddedTask
+from csrv2.evaluation.usage import usage_figures
 from csrv2.head.codes import packed_to_csr
 
 Features = np.ndarray | scipy.sparse.csr_matrix
@@ -188,9 +188,8 @@ def knn_top1(train_x: Features, train_y: np.ndarray, test_x: Features, test_y: n
 def sparsity_stats(query_x: Features, doc_x: Features | None = None) -> dict[str, float]:
     """Usage statistics of sparse codes (rows = embeddings, columns = latents; active = value > 0).
 
-    dead_pct: % of latents active in no row of query_x ∪ doc_x.
-    top1pct_share: share of all activations taken by the most used 1 % of latents (ceil(h / 100) of them).
-    usage_entropy: entropy (bits) of the latent-usage distribution; `usage_entropy_norm` divides by log2 h.
+    dead_pct, top1pct_share, usage_entropy(_norm): csrv2.evaluation.usage.usage_figures of the rows of query_x ∪ doc_x
+      in which each latent is active.
     postings_per_query: expected postings an inverted index touches per query, Σ_j p_q(j)·p_d(j)·N_d, with p the share
       of query / document rows in which latent j is active and N_d the number of documents;
       `postings_fraction` = that / N_d (1.0 = a dense scan touches every document once per active latent pair).
@@ -203,21 +202,17 @@ def sparsity_stats(query_x: Features, doc_x: Features | None = None) -> dict[str
     q_active = np.bincount(q.indices[q.data > 0], minlength=h).astype(np.float64)  # (h,) rows with latent j active
     d_active = np.bincount(d.indices[d.data > 0], minlength=h).astype(np.float64)
     counts = q_active + (d_active if doc_x is not query_x else 0.0)
-    total = counts.sum()
-    p = counts / max(total, 1.0)
-    nz = p[p > 0]
-    entropy = float(-(nz * np.log2(nz)).sum())
-    top = max(1, math.ceil(h / 100))
+    figures = usage_figures(counts)
     p_q, p_d = q_active / q.shape[0], d_active / d.shape[0]
     postings = float((p_q * p_d).sum() * d.shape[0])
     return {
-        "dead_pct": 100.0 * float((counts == 0).mean()),
-        "top1pct_share": float(np.sort(counts)[::-1][:top].sum() / max(total, 1.0)),
-        "usage_entropy": entropy,
-        "usage_entropy_norm": entropy / math.log2(h) if h > 1 else 0.0,
+        "dead_pct": figures["dead_pct"],
+        "top1pct_share": figures["top1pct_share"],
+        "usage_entropy": figures["usage_entropy"],
+        "usage_entropy_norm": figures["usage_entropy_norm"],
         "postings_per_query": postings,
         "postings_fraction": postings / d.shape[0],
-        "mean_active": float(total / (q.shape[0] + (d.shape[0] if doc_x is not query_x else 0))),
+        "mean_active": float(counts.sum() / (q.shape[0] + (d.shape[0] if doc_x is not query_x else 0))),
     }
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from csrv2.evaluation.usage import usage_figures
 from csrv2.index.sparse_index import SparseIndex
 from csrv2.runs.provenance import package_versions
 
@@ -118,16 +119,16 @@ def skew_stats(index) -> dict:
 
     A query touching latent l reads |postings(l)|; if latents are used in proportion to their frequency
     p_l = |postings(l)| / nnz, a query's expected list length is nnz · Σ p_l², against nnz / h for uniform use.
-    inflation = h · Σ p_l² (1 = uniform). Also: dead latents (empty lists), the top-1 % lists' share of postings.
+    inflation = h · Σ p_l² (1 = uniform). Also: dead latents (empty lists), the top-1 % lists' share of postings
+    (csrv2.evaluation.usage.usage_figures of the list lengths).
     """
     lengths = index.posting_lengths().astype(np.float64)  # (h,)
-    p = lengths / max(lengths.sum(), 1)
-    top = np.sort(lengths)[::-1][: max(1, len(lengths) // 100)]
+    figures = usage_figures(lengths)
     return {
         "nnz_per_code": index.nnz / max(len(index), 1),
-        "dead_fraction": float((lengths == 0).mean()),
-        "inflation": float(len(lengths) * (p**2).sum()),
-        "top1pct_share": float(top.sum() / max(lengths.sum(), 1)),
+        "dead_fraction": figures["dead_pct"] / 100,
+        "inflation": figures["inflation"],
+        "top1pct_share": figures["top1pct_share"],
         "max_list": int(lengths.max()),
         "mean_list": float(lengths.mean()),
     }

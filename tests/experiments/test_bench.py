@@ -21,6 +21,7 @@ from csrv2.experiments.bench import report as bench_report
 from csrv2.experiments.bench import retrieval as bench
 from csrv2.experiments.bench.scale import ScaleConfig
 from csrv2.experiments.measure import measure_search, same_scores, skew_stats
+from csrv2.experiments.table import cell
 from csrv2.head.codes import SparseCodes
 from csrv2.index.dense import DenseIndex
 from csrv2.index.sparse_index import SparseIndex
@@ -294,7 +295,7 @@ def fake_results() -> dict:
 def test_report_prints_the_numbers_it_was_given(tmp_path):
     results = fake_results()
     md = bench_report.report_markdown(results)
-    f = bench_report.fmt
+    f = cell
     assert "Test CPU, 2 cores, 24 GiB RAM" in md and "numpy 2.0" in md and "faiss-cpu" not in md
     row = cells(md, "sparse k=2")
     assert row[1:4] == [f(0.0558), f(0.848), "16 / > 16"]  # recall 0.0558 ≤ MRL 16's 0.181; label 0.848 > 0.803
@@ -302,7 +303,7 @@ def test_report_prints_the_numbers_it_was_given(tmp_path):
     lat = cells(md, "2")  # the latency row of k = 2 (the first row whose first cell is "2")
     assert lat[1:4] == ["40", "210", "5,372"] and lat[4] == "21.2 + 4.26"
     assert lat[5] == f(5372 * 8 / (10.0 * 1e3)) and lat[6] == f(144 / 40) and lat[9] == f(50000 / 40)
-    assert lat[7] == lat[8] == "–" and lat[11] == "– (none)" and lat[12] == f"{f(270 / 40)} (16 dims)"
+    assert lat[7] == lat[8] == "—" and lat[11] == "— (none)" and lat[12] == f"{f(270 / 40)} (16 dims)"
     assert cells(md, "scipy k=2")[1:] == ["7,500", f(30000 / 7500), "15.1", f(0.002), "yes"]
     assert cells(md, "torch_sparse k=8")[2:] == [f(7000 / 400), "15.1", f(0.002), "**no**"]
     assert cells(md, "sparse_index k=8")[-1] == "(reference)"
@@ -332,9 +333,9 @@ def test_qdrant_local_is_on_request_and_gets_a_column_only_when_measured():
     timing = {"median_us": 80000.0, "p99_us": 90000.0, "qps": 12.0, "bytes_per_vector": 15.0, "build_s": 9.0}
     results["sizes"]["1000"]["qdrant_local_k2"] = {**timing, "same_scores_as_exact": True}
     md = bench_report.report_markdown(results)
-    assert md.count("Qdrant local ×") == 1 and cells(md, "2")[13] == bench_report.fmt(80000 / 40)
-    assert cells(md, "8")[13] == "–"  # measured at k = 2 only
-    assert cells(md, "qdrant_local k=2")[1:] == ["12", bench_report.fmt(30000 / 12), "15", "9", "yes"]
+    assert md.count("Qdrant local ×") == 1 and cells(md, "2")[13] == cell(80000 / 40)
+    assert cells(md, "8")[13] == "—"  # measured at k = 2 only
+    assert cells(md, "qdrant_local k=2")[1:] == ["12", cell(30000 / 12), "15", "9", "yes"]
 
 
 # -- a whole run, with random vectors standing in for the backbone -------------------------------------------------

@@ -10,6 +10,7 @@ import numpy as np
 
 from csrv2.experiments.bench import embed_speed
 from csrv2.experiments.measure import describe_machine
+from csrv2.experiments.table import cell
 
 
 def columns(ks: list[int]) -> list[tuple[str, Callable[[dict], float | None]]]:
@@ -59,23 +60,13 @@ def growth_exponents(results: dict) -> dict[str, float | None]:
     return out
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "—"
-    if v >= 100:
-        return f"{v:,.0f}"
-    return f"{v:.3g}"
-
-
 def table(results: dict) -> str:
     cols = columns(results["args"]["ks"])
     lines = ["| N | " + " | ".join(h for h, _ in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for n, record in results["sizes"].items():
-        lines.append(f"| {int(n):,} | " + " | ".join(_fmt(value(record)) for _, value in cols) + " |")
+        lines.append(f"| {int(n):,} | " + " | ".join(cell(value(record)) for _, value in cols) + " |")
     exps = growth_exponents(results)
-    lines.append(
-        "| growth exponent | " + " | ".join("—" if exps[h] is None else f"{exps[h]:.2f}" for h, _ in cols) + " |"
-    )
+    lines.append("| growth exponent | " + " | ".join(cell(exps[h], 2) for h, _ in cols) + " |")
     exact = all(r[f"k{k}"]["exact"] for r in results["sizes"].values() for k in results["args"]["ks"])
     qdrant = [r[f"k{k}"].get("qdrant_same") for r in results["sizes"].values() for k in results["args"]["ks"]]
     lines.append("")

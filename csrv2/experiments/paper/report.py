@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from csrv2.experiments.measure import machine
+from csrv2.experiments.table import MISSING, cell
 from csrv2.files import atomic_write, atomic_write_json, atomic_write_text
 
 # The rows of the table, in table order, with the names they are printed under.
@@ -118,9 +119,9 @@ def _md(title: str, rows: dict, ks: list[int], methods: list[str], fmt="{:.2f}",
         vals = rows.get(m, {})
         if all(vals.get(k) is None for k in ks):
             if note and m in note:
-                lines.append(f"| {LABELS[m]} | " + " | ".join("—" for _ in ks) + " |")
+                lines.append(f"| {LABELS[m]} | " + " | ".join(MISSING for _ in ks) + " |")
             continue
-        cells = ["—" if vals.get(k) is None else fmt.format(vals[k]) for k in ks]
+        cells = [MISSING if vals.get(k) is None else fmt.format(vals[k]) for k in ks]
         lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -171,11 +172,11 @@ def render_comparison(records: list[dict], ks: list[int]) -> str:
         "|---|" + "---|" * len(pk),
     ]
     for m in methods:
-        cells = [f"{_f(s['tasks'][m][k])} / {PAPER[m][k]:.1f}" for k in pk]
+        cells = [f"{cell(s['tasks'][m][k], 1)} / {PAPER[m][k]:.1f}" for k in pk]
         lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
     lines += ["", "Dead latents % (ours mean over tasks / paper):", ""]
     for m, pm in (("csr", "csr"), ("csrv2-linear", "csrv2")):
-        cells = [f"k={k}: {_f(s['dead'][m][k])} / {PAPER_DEAD[pm][k]}" for k in ks if k in PAPER_DEAD[pm]]
+        cells = [f"k={k}: {cell(s['dead'][m][k], 1)} / {PAPER_DEAD[pm][k]}" for k in ks if k in PAPER_DEAD[pm]]
         lines.append(f"- {LABELS[m]}: " + ", ".join(cells))
     lines += ["", "## The paper's shape, checked on our numbers", ""]
     t, d = s["tasks"], s["dead"]
@@ -190,26 +191,22 @@ def render_comparison(records: list[dict], ks: list[int]) -> str:
         if k in ks:
             lines.append(
                 f"- k={k}: CSRv2 above CSR: {ok(above(t['csrv2-linear'][k], t['csr'][k]))} "
-                f"({_f(t['csrv2-linear'][k])} vs {_f(t['csr'][k])}); CSR above MRL: "
-                f"{ok(above(t['csr'][k], t['mrl'][k]))} ({_f(t['csr'][k])} vs {_f(t['mrl'][k])})"
+                f"({cell(t['csrv2-linear'][k], 1)} vs {cell(t['csr'][k], 1)}); CSR above MRL: "
+                f"{ok(above(t['csr'][k], t['mrl'][k]))} ({cell(t['csr'][k], 1)} vs {cell(t['mrl'][k], 1)})"
             )
     if 2 in ks:
         lines.append(
             f"- dead latents at k=2 fall from CSR to CSRv2: {ok(above(d['csr'][2], d['csrv2-linear'][2]))} "
-            f"({_f(d['csr'][2])} % vs {_f(d['csrv2-linear'][2])} %; paper 88.1 → 22.0)"
+            f"({cell(d['csr'][2], 1)} % vs {cell(d['csrv2-linear'][2], 1)} %; paper 88.1 → 22.0)"
         )
     if 2 in ks and 8 in ks:
         a, b = t["csrv2-linear"][2], t["csr"][8]
         near = None if a is None or b is None else a >= b - 2.0
         lines.append(
             f"- CSRv2 at k=2 near (within 2 points of, or above) CSR at k=8: {ok(near)} "
-            f"({_f(a)} vs {_f(b)}; paper 53.4 vs 58.2 without finetuning, 58.4 with)"
+            f"({cell(a, 1)} vs {cell(b, 1)}; paper 53.4 vs 58.2 without finetuning, 58.4 with)"
         )
     return "\n".join(lines) + "\n"
-
-
-def _f(v: float | None) -> str:
-    return "—" if v is None else f"{v:.1f}"
 
 
 # ---------------------------------------------------------------------------------------------------------------------

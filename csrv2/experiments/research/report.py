@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from csrv2.experiments.measure import machine
+from csrv2.experiments.table import cell
 from csrv2.files import atomic_write_json, atomic_write_text
 
 USAGE_KEYS = ("dead_pct", "n_eff", "postings_fraction", "rare_pct")
@@ -102,10 +103,6 @@ def _mean_over_folds(parts: list[dict]) -> dict:
     return out
 
 
-def _f(value, digits=1) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
 def render_table(summary: dict) -> str:
     """One block per training fold and one for the mean over folds: accuracy in/held-out at every k, usage on U."""
     lines = []
@@ -123,14 +120,19 @@ def render_table(summary: dict) -> str:
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for arm, s in rows.items():
             u = s["usage"].get(k0, {})
-            cells = [arm] + [_f(s["in"].get(k)) for k in ks]
-            held = [_f(s["held"].get(k)) for k in ks]
+            cells = [arm] + [cell(s["in"].get(k), 1) for k in ks]
+            held = [cell(s["held"].get(k), 1) for k in ks]
             if s.get("held_sd", {}).get(k0) is not None:
                 held[0] += f" ± {s['held_sd'][k0]:.1f}"
             cells += held
             postings = None if u.get("postings_fraction") is None else 100 * u["postings_fraction"]
-            cells += [_f(u.get("dead_pct")), _f(u.get("n_eff"), 0), _f(postings, 2), _f(u.get("rare_pct"))]
-            cells.append(_f(s.get("train_s"), 0))
+            cells += [
+                cell(u.get("dead_pct"), 1),
+                cell(u.get("n_eff"), 0),
+                cell(postings, 2),
+                cell(u.get("rare_pct"), 1),
+            ]
+            cells.append(cell(s.get("train_s"), 0))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         types = sorted({t for s in rows.values() for t in s["types"]})
@@ -138,7 +140,7 @@ def render_table(summary: dict) -> str:
             lines += [f"held-out by task type, k={k0}:", ""]
             lines += ["| arm | " + " | ".join(types) + " |", "|" + "---|" * (len(types) + 1)]
             for arm, s in rows.items():
-                lines.append(f"| {arm} | " + " | ".join(_f(s["types"].get(t)) for t in types) + " |")
+                lines.append(f"| {arm} | " + " | ".join(cell(s["types"].get(t), 1) for t in types) + " |")
             lines.append("")
     return "\n".join(lines)
 
