@@ -1,6 +1,6 @@
 """The `csrv2` command: help for every subcommand, shipped configs by name, and one clean line (exit 2) for a mistake
 in the user's input, with the traceback behind --debug. (A real `python -m csrv2.cli train` process is exercised by
-tests/test_trainer.py's SIGINT test.)"""
+tests/train/test_trainer.py's SIGINT test.)"""
 
 import json
 import shlex

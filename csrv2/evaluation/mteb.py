@@ -14,7 +14,7 @@ scipy CSR), the same function csrv2's own scoring uses. `normalize=True` hands o
 k-means see raw vectors; csrv2's own scoring normalises, see docs/reproduction.md for the other differences).
 
 The module is named after the package it serves; inside csrv2 `import mteb` is absolute and finds the real one
-(tests/test_mteb.py checks this). mteb is imported lazily: csrv2 imports without it (`pip install csrv2[mteb]`).
+(tests/evaluation/test_mteb.py checks this). mteb is imported lazily: csrv2 imports without it (`pip install csrv2[mteb]`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Finer contrastive labels from the embeddings themselves: k-means sub-classes within each class, and k-means
 pseudo-classes for unlabelled rows. A supervised contrastive loss puts each class on about one latent; finer classes
-spread a head's usage over more latents (docs/live-latents.md measures what that costs).
+spread a head's usage over more latents (docs/general-head.md measures what that costs).
 
     labels = refine_labels(x, labels, unlabeled, subclusters=4, pseudo_label_rows=32, seed=0)
 

@@ -379,7 +379,7 @@ def test_resume_refuses_changed_training_data(tmp_path):
     Trainer(config(tmp_path, max_steps=8, checkpoint_every=4, resume=True), TrainingData(x, y, source="v1")).fit()
 
 
-# -- live-latent options (docs/live-latents.md) -------------------------------------------------------------------------
+# -- live-latent options (docs/general-head.md) -------------------------------------------------------------------------
 
 
 def test_b_pre_init_mean_centres_the_pre_activations_on_the_training_rows(tmp_path):
