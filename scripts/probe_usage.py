@@ -1,5 +1,5 @@
-"""Where a general head's usage goes on another fold's texts, and what test-time centering changes (stage 3 of
-docs/general-head.md).
+"""Where a general head's usage goes on another fold's texts, and what test-time centering changes
+(docs/general-head.md, "Spreading usage, and centring at test time").
 
     python scripts/probe_usage.py --config configs/research/live_latents_usage.yaml \\
         --head runs/live-latents/heads/released-center/A/seed0 --train-fold A --other-fold B

@@ -206,7 +206,7 @@ class SparseHead(nn.Module):
 
     def centred(self, mean: Tensor) -> SparseHead:
         """A copy of this head with b_pre at `mean` (d,), this one unchanged: test-time centering — encode a corpus
-        from another domain with b_pre at that corpus's mean (docs/general-head.md, stage 3)."""
+        from another domain with b_pre at that corpus's mean (docs/general-head.md, "centring at test time")."""
         head = copy.deepcopy(self)
         head.center(mean)
         return head

@@ -209,7 +209,7 @@ def test_dead_counters_count_optimizer_steps_under_gradient_accumulation(tmp_pat
 
 
 def test_one_row_batches_train_with_auxk_on(tmp_path):
-    """train.batch_size=1 with dead latents: AuxK's zero baseline must not put NaN into the weights (issue 11)."""
+    """train.batch_size=1 with dead latents: AuxK's zero baseline must not put NaN into the weights."""
     x, y = clustered(n=40)
     cfg = Config.from_dict(
         {
