@@ -28,6 +28,7 @@ from pathlib import Path
 
 from csrv2 import paths
 from csrv2.assets.registry import AssetError
+from csrv2.data.convert import CONVERTERS
 from csrv2.data.sources import SOURCES, DataSource, UpstreamFile, mirror
 from csrv2.files import atomic_write_dir, sha256_file
 
@@ -194,8 +195,6 @@ def fetch_set(name: str, force: bool = False, log=None) -> Path:
 
 
 def _fetch_and_convert(source: DataSource, downloads: Path, log) -> Path:
-    from csrv2.data.convert import CONVERTERS
-
     name = source.name
     base = mirror()
     (log or (lambda line: print(line, file=sys.stderr, flush=True)))(
