@@ -16,7 +16,7 @@ set (the test suite runs that way).
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import http.client
 import json
 import os
@@ -187,7 +187,10 @@ def fetch_set(name: str, force: bool = False, log=None) -> Path:
     downloads = converted_root() / ".downloads" / name
     downloads.mkdir(parents=True, exist_ok=True)
     with open(downloads.parent / f"{name}.lock", "w") as lock:  # one fetch per set at a time (torchrun ranks)
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        with contextlib.suppress(ImportError):  # POSIX; elsewhere unlocked
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
         done = converted_folder(name)
         if done and not force:  # another process converted it while this one waited
             return done
