@@ -47,9 +47,16 @@ def converted_root() -> Path:
 
 
 def converted_folder(name: str) -> Path | None:
-    """The converted copy of a set, when complete (its SOURCE.json written last, the folder renamed into place)."""
-    folder = converted_root() / SOURCES[name].folder()
-    return folder if (folder / RECORD).is_file() else None
+    """The converted copy of a set, when complete (the folder is renamed into place whole) and converted from the
+    files pinned now (its SOURCE.json names the same commit and sha256s; a copy from older pins counts as absent)."""
+    source = SOURCES[name]
+    folder = converted_root() / source.folder()
+    try:
+        record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    pinned = {f.path: f.sha256 for f in source.files}
+    return folder if (record.get("commit"), record.get("files")) == (source.commit, pinned) else None
 
 
 def shared_folder(name: str) -> Path | None:

@@ -167,3 +167,11 @@ def test_cli_data_fetch(mirror, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["data", "fetch"])
     assert "needs a set name or --all" in capsys.readouterr().err
+
+
+def test_a_copy_converted_from_other_pins_counts_as_absent(mirror, monkeypatch):
+    folder = fetch.fetch_set("tweet89")
+    assert fetch.converted_folder("tweet89") == folder
+    moved = dataclasses.replace(SOURCES["tweet89"], commit="f" * 40)  # a new pin: the old copy is not used
+    monkeypatch.setitem(SOURCES, "tweet89", moved)
+    assert fetch.converted_folder("tweet89") is None
