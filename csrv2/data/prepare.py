@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from csrv2 import paths
 from csrv2.backbone.embeddings import embed_images, embed_texts
 from csrv2.config.run_config import Config
 from csrv2.config.strict import ConfigError
 from csrv2.data.arrays import check_arrays, load_arrays
 from csrv2.data.catalog import catalog as catalog_names
-from csrv2.data.catalog import get_task, shared_data_note
+from csrv2.data.catalog import get_task
+from csrv2.data.fetch import set_folder
+from csrv2.data.sources import SOURCES
 from csrv2.data.stacked_rows import StackedRows
 from csrv2.data.tasks import ROLES, EmbeddedTask, Split, Task
 
@@ -94,7 +95,8 @@ class PreparedTask:
 
 def check_inputs(config: Config) -> None:
     """What a run will read, checked before any work: every task named in data.task and eval.tasks exists (in the
-    catalog or data.tasks), and data.eval_embeddings exists with the width of data.embeddings. Nothing is loaded."""
+    catalog or data.tasks), and data.eval_embeddings exists with the width of data.embeddings. Nothing is loaded; a
+    set of the shared data folder found neither converted nor in the shared folder is fetched (csrv2.data.fetch)."""
     known = set(catalog_names()) | {spec.name for spec in config.data.tasks}
     for key, names in (
         ("data.task", [config.data.task] if config.data.task else []),
@@ -104,11 +106,14 @@ def check_inputs(config: Config) -> None:
     ):
         unknown = [name for name in names if name not in known]
         if unknown:
-            shared = "" if paths.shared_data_dir().is_dir() else f"; more tasks need {shared_data_note()}"
             raise ConfigError(
                 f"{key}: unknown task {unknown[0]!r}; name a catalog task (csrv2 data list) or one defined in "
-                f"data.tasks{shared}"
+                "data.tasks"
             )
+        defined = {spec.name for spec in config.data.tasks}
+        for name in names:  # a set of the shared data folder that is not here is fetched now, not after training
+            if name in SOURCES and name not in defined:
+                set_folder(name)
     if config.data.eval_embeddings:
         test_x, _ = load_arrays(config.data.eval_embeddings, "data.eval_embeddings")
         if config.data.embeddings:

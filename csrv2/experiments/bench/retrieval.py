@@ -1,6 +1,6 @@
 """Retrieval benchmark: SparseIndex against faiss, sentence-transformers, scipy, torch and Qdrant, in one run.
 
-config.texts (jsonl files under data_dir, default csrv2.paths.shared_data_dir())
+config.texts (jsonl files under data_dir, default: the shared data sets' files, fetched when missing)
   → load_texts: BenchTexts  texts (T,), labels (T,) class ids, labelled (T,) bool      shuffled with `seed`
   → embedded_texts: emb (T, d) float32 (the library's cache); rows [0, n_queries) queries, the other P the pool
   → train_heads: one SparseHead per k and one MRLHead, csrv2.train.trainer on TrainingData(emb[pool], labels[pool]),
@@ -36,6 +36,7 @@ from csrv2.backbone.embeddings import embed_texts, get_encoder
 from csrv2.backbone.encoders import resolve_model_path
 from csrv2.config.run_config import Config, DataConfig, strict
 from csrv2.config.strict import ConfigError
+from csrv2.data.fetch import data_file
 from csrv2.data.prepare import TrainingData
 from csrv2.experiments import measure
 from csrv2.experiments.bench import peers
@@ -62,7 +63,8 @@ Log = Callable[[str], None]
 @dataclass
 class BenchConfig:
     data_dir: str = ""
-    """Root of the jsonl files in `texts`; empty → csrv2.paths.shared_data_dir() ($CSRV2_SHARED_DATA)."""
+    """Root of the jsonl files in `texts`; empty → the public sets' files wherever csrv2.data.fetch.data_file finds
+    them (converted under $CSRV2_HOME/data, the shared data folder $CSRV2_SHARED_DATA, or fetched now)."""
     texts: list[str] = field(default_factory=list)
     """jsonl files (relative to data_dir) whose `text` field is embedded: database and queries come from them."""
     max_texts: int = 0
@@ -211,12 +213,12 @@ class BenchTexts:
 
 def load_texts(config: BenchConfig) -> BenchTexts:
     """The unique non-empty texts of every file in config.texts (a repeated text keeps its first record)."""
-    root = Path(config.data_dir).expanduser() if config.data_dir else paths.shared_data_dir()
-    if not root.is_dir():
-        raise FileNotFoundError(f"data_dir {root} does not exist: set data_dir in the config or CSRV2_SHARED_DATA")
+    root = Path(config.data_dir).expanduser() if config.data_dir else None
+    if root is not None and not root.is_dir():
+        raise FileNotFoundError(f"data_dir {root} does not exist: set data_dir in the config, or leave it empty")
     keys: dict[str, tuple] = {}  # text → (0, file no, label) for a labelled record, (1, n) for the n-th unlabelled
     for file_no, rel in enumerate(config.texts):
-        path = root / rel
+        path = root / rel if root is not None else data_file(rel)  # a public set: converted, shared, or fetched
         if not path.is_file():
             raise FileNotFoundError(f"texts: {path} does not exist")
         with path.open(encoding="utf-8") as handle:
