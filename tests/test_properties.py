@@ -13,6 +13,7 @@ from csrv2 import Config, SparseHead, SparseIndex
 from csrv2.config.strict import ConfigError
 from csrv2.experiments.bench.retrieval import BenchConfig
 from csrv2.experiments.paper.grid import GridConfig
+from csrv2.files import MARKER
 from csrv2.runs.checkpoint import save_checkpoint, verify_checkpoint
 
 # Real keys mixed with noise, so that documents often reach deep into the config before going wrong.
@@ -114,12 +115,13 @@ def test_a_damaged_head_or_index_is_named_or_answers_exactly_as_before(tmp_path,
 
 @pytest.mark.parametrize("how", ["flip", "truncate", "delete"])
 def test_a_damaged_checkpoint_file_is_named(tmp_path, how):
-    """Every file of a checkpoint is covered by its recorded sha256 (state.json itself must parse)."""
+    """Every file of a checkpoint is covered by its recorded sha256, state.json by its own (state_sha256); the
+    marker (csrv2.files.MARKER) only says what the folder is."""
     head = SparseHead(8, 32, 2)
     optimizer = torch.optim.Adam(head.parameters())
     folder = save_checkpoint(tmp_path, 3, head, optimizer, keep=2)
     assert verify_checkpoint(folder) == ""
-    for file in sorted(p for p in folder.iterdir() if p.name != "state.json"):
+    for file in sorted(p for p in folder.iterdir() if p.name not in ("state.json", MARKER)):
         backup = file.read_bytes()
         if how == "delete":
             file.unlink()
@@ -129,5 +131,9 @@ def test_a_damaged_checkpoint_file_is_named(tmp_path, how):
             )
         assert file.name in verify_checkpoint(folder)
         file.write_bytes(backup)
+    state = (folder / "state.json").read_text()
+    for edit in (state.replace('"step": 3', '"step": 4'), state.replace('"step": 3', '"step": 3, "x": 1'), state[:40]):
+        (folder / "state.json").write_text(edit)  # state.json used to be the one file no checksum covered
+        assert "state.json" in verify_checkpoint(folder)
     (folder / "state.json").write_text("{not json")
     assert "state.json cannot be read" in verify_checkpoint(folder)
