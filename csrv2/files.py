@@ -308,6 +308,35 @@ def sha256_file(path: str | Path | BinaryIO, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def digest_sidecar(path: str | Path) -> Path:
+    """`<file>.sha256`: the hex sha256 of a cache file, written after the file itself."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def record_digest(path: str | Path) -> str:
+    """Hash a complete file and write its sidecar (atomically); returns the digest."""
+    digest = sha256_file(path)
+    atomic_write_text(digest_sidecar(path), digest + "\n")
+    return digest
+
+
+def digest_problem(path: str | Path) -> str:
+    """ "" when the file matches the digest in its sidecar, else what is wrong. A file without a sidecar is not
+    trusted: deleting the sidecar must not silence the check (and a writer killed between the file and its sidecar
+    leaves just that)."""
+    sidecar = digest_sidecar(path)
+    try:
+        recorded = sidecar.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return f"has no recorded sha256 ({sidecar.name} is missing)"
+    except (OSError, ValueError) as err:
+        return f"has an unreadable {sidecar.name} ({err})"
+    if sha256_file(path) != recorded:
+        return "does not match its recorded sha256 (corrupted)"
+    return ""
+
+
 def write_between_markers(path: Path, begin: str, end: str, body: str) -> None:
     """Replace the text between the lines `begin` and `end` of a markdown file with `body` (the markers are kept;
     appended at the end, with a title when the file is new), keeping everything around them. Written atomically."""
