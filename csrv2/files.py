@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import BinaryIO
 
 import numpy as np
@@ -335,6 +335,24 @@ def digest_problem(path: str | Path) -> str:
     if sha256_file(path) != recorded:
         return "does not match its recorded sha256 (corrupted)"
     return ""
+
+
+def subfolder_inside(folder: str | Path, rel, where: str) -> Path:
+    """folder / rel for a folder a saved model names relative to itself (a finetuned backbone, an ST module), refusing
+    one that is not a relative path or leaves `folder` — through "..", an absolute path or a link — with a ValueError
+    naming `where` (the file that names it): a record pointing elsewhere would load whatever model lies there."""
+    folder = Path(folder)
+    if not isinstance(rel, str):
+        raise ValueError(f"{where}: the path {rel!r} is not a string")
+    pure = PurePosixPath(rel.replace("\\", "/"))
+    if pure.is_absolute() or ".." in pure.parts or PureWindowsPath(rel).drive:
+        raise ValueError(f"{where}: the path {rel!r} leaves {folder}; a saved model names folders inside itself")
+    target = folder.joinpath(*pure.parts)
+    root = folder.resolve()
+    real = target.resolve()
+    if real != root and root not in real.parents:
+        raise ValueError(f"{where}: the path {rel!r} leads out of {folder} (to {real}, through a link)")
+    return target
 
 
 def write_between_markers(path: Path, begin: str, end: str, body: str) -> None:
