@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from csrv2.files import subfolder_inside
+from csrv2.files import recover_dir, subfolder_inside
 
 ST_CONFIG = "config.json"  # a module folder's config (ST's Module.save_config)
 ST_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # ST's save_torch_weights, safe first
@@ -37,6 +37,7 @@ def find_module(path: str | Path) -> Path:
     """The SparseAutoEncoder module folder of a SparseEncoder folder (through modules.json), or `path` itself when it
     is a module folder. Refuses a model without one, with several, or with modules after it (they change the codes)."""
     path = Path(path)
+    recover_dir(path)  # an export killed between its two renames left the previous one beside it
     listing = path / "modules.json"
     if listing.is_file():
         try:

@@ -150,6 +150,11 @@ def test_existing_run_is_not_overwritten_and_resume_checks_config(tmp_path):
     changed = config(tmp_path, max_steps=3, lr=1e-3, resume=True)
     with pytest.raises(ConfigError, match="train.lr"):
         Trainer(changed, TrainingData(x, y)).fit()
+    # what cannot change the weights may change on resume (it used to be refused like train.lr)
+    harmless = config(tmp_path, max_steps=3, resume=True, log_every=1, keep_checkpoints=5)
+    harmless.eval.ks, harmless.eval.after_training = [2, 4], False
+    Trainer(harmless, TrainingData(x, y)).fit()
+    assert Config.from_yaml(tmp_path / "run" / "config.yaml").train.log_every == 1  # the config as resumed
 
 
 def test_csr_and_mrl_objectives(tmp_path):
