@@ -93,7 +93,7 @@ class SparseHead(nn.Module):
     def __init__(self, d_in: int, hidden: int, k: int, k_aux: int = 256, dead_steps: int = 100):
         super().__init__()
         for name, value in (("d_in", d_in), ("hidden", hidden), ("k", k)):
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"SparseHead: {name} must be a positive int, got {value!r}")
         if k > hidden:
             raise ValueError(f"SparseHead: k={k} must be ≤ hidden={hidden}")
@@ -287,7 +287,7 @@ class SparseHead(nn.Module):
         try:
             with torch.device("meta"):
                 return cls(**kwargs)
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, RuntimeError, OverflowError) as err:  # RuntimeError: sizes beyond int64
             raise ValueError(f"{where}: not a valid head spec ({err})") from None
 
     @staticmethod
