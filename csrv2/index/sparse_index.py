@@ -283,7 +283,12 @@ class SparseIndex:
         """
         path = Path(path)
         names = ("index.json", MARKER, *(f"{name}.npy" for name, _ in ARRAYS))
-        files = open_snapshot(path, names)  # one save's files, even if another save replaces the folder meanwhile
+        try:
+            files = open_snapshot(path, names)  # one save's files, even if another save replaces the folder meanwhile
+        except (FileNotFoundError, NotADirectoryError) as err:
+            raise FileNotFoundError(
+                f"{path / 'index.json'} not found: {path} is not a folder written by SparseIndex.save ({err.strerror})"
+            ) from None
         try:
             if files["index.json"] is None:
                 raise FileNotFoundError(

@@ -257,6 +257,8 @@ def test_errors_name_the_argument(tmp_path):
         index.search(np.ones((1, 4)))
     with pytest.raises(FileNotFoundError, match="index.json"):
         SparseIndex.load(tmp_path)
+    with pytest.raises(FileNotFoundError, match="absent is not a folder written by SparseIndex.save"):
+        SparseIndex.load(tmp_path / "absent")
 
 
 def test_signed_values_match_brute_force(kernel):
