@@ -10,7 +10,11 @@ swap then runs under an exclusive lock (`.NAME.lock`, flock, removed after): the
 the old folder or the new one — or, between the two renames, the old one under `.NAME.replaced`, which
 `recover_dir` (called by every loader, and by the next save) puts back. Every saved folder holds `csrv2_output.json`
 naming its kind; a save replaces only a folder of the same kind written by csrv2, and refuses anything else — a
-user's own folder, a run folder, the current directory — with one line naming it.
+user's own folder, a run folder, the current directory — with one line naming it. `open_snapshot` is the reading
+side: every file of one save, even while another save swaps the folder.
+
+Also here: digests beside cache files (`record_digest` / `digest_problem`: a file without its digest is not trusted)
+and `subfolder_inside`, which refuses a folder a saved model names that leads out of it.
 """
 
 from __future__ import annotations
