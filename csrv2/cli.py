@@ -28,10 +28,23 @@ from csrv2.config.strict import ConfigError
 
 
 def input_errors() -> tuple[type[BaseException], ...]:
-    """What counts as a mistake in the user's input (one clean line, exit 2) rather than a bug (traceback)."""
+    """What counts as a mistake in the user's input or its environment (one clean line, exit 2) rather than a bug
+    (traceback, or --debug): bad values, files missing, unreadable (permissions) or refused, a model or dataset the
+    network cannot give (OSError covers huggingface_hub's and requests' errors; datasets' and httpx's own are looked
+    up when loaded), a missing extra (ImportError: its message says what to install), an ONNX file onnxruntime cannot
+    load (its pybind exceptions derive from Exception only)."""
     from csrv2.assets.registry import AssetError
 
-    return ConfigError, FileNotFoundError, FileExistsError, KeyError, ValueError, AssetError
+    errors: list[type[BaseException]] = [ConfigError, OSError, KeyError, ValueError, AssetError, ImportError]
+    for module, names in (
+        ("datasets.exceptions", ("DatasetsError",)),
+        ("httpx", ("HTTPError",)),
+        ("onnxruntime.capi.onnxruntime_pybind11_state", ("Fail", "InvalidArgument", "NoSuchFile", "NoModel",
+                                                         "InvalidProtobuf", "InvalidGraph", "RuntimeException")),
+    ):  # fmt: skip
+        loaded = sys.modules.get(module)
+        errors += [getattr(loaded, name) for name in names if loaded is not None and hasattr(loaded, name)]
+    return tuple(errors)
 
 
 def shipped_config_dirs() -> list[Path]:
@@ -305,7 +318,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(130)
         if not isinstance(err, input_errors()) or args.debug:
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        message = str(err.args[0] if isinstance(err, KeyError) and err.args else err) or type(err).__name__
+        message = " | ".join(line.strip() for line in message.splitlines() if line.strip())  # one line, always
         print(f"csrv2 {args.command}: error: {message}", file=sys.stderr)
         sys.exit(2)
 

@@ -11,11 +11,12 @@ The backbone's prompts become the model's "query" and "document" prompts, "docum
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
 from csrv2.backbone.encoders import resolve_model_path
-from csrv2.files import atomic_write_dir
+from csrv2.files import atomic_write_dir, check_replaceable
 from csrv2.head import st_format
 from csrv2.model import load
 
@@ -25,6 +26,19 @@ POOLING = {
     "last": "lasttoken",
     "max": "max",
 }  # csrv2 backbone.pooling → ST Pooling's pooling_mode
+KIND = "sentence-transformers export"  # the kind csrv2.files records in the folder's marker
+LAYOUT = (["Transformer", "Pooling", "SparseAutoEncoder"], ["Transformer", "Pooling", "Normalize", "SparseAutoEncoder"])
+
+
+def is_previous_export(folder: Path) -> bool:
+    """Whether `folder` is an export written before folders carried csrv2's marker: a SparseEncoder whose modules
+    are exactly the ones to_sentence_transformers writes (Transformer → Pooling → [Normalize] → SparseAutoEncoder)."""
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        types = [str(module["type"]).rsplit(".", 1)[-1] for module in modules]
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    return types in LAYOUT
 
 
 def st_classes():
@@ -46,12 +60,15 @@ def st_classes():
 
 def to_sentence_transformers(run_dir: str | Path, out_dir: str | Path) -> Path:
     """Write the run's head and backbone (csrv2.load's: a finetuned run's own) as a SparseEncoder folder; returns it.
-    The folder appears complete or not at all (an existing one is replaced). Text backbones only. out_dir must lie
-    outside run_dir: replacing it would delete the run (and sentence-transformers' README.md would take the place of
-    the run's own model card)."""
+    The folder appears complete or not at all (csrv2.files.atomic_write_dir). An existing out_dir is replaced only
+    when it is a previous export (its csrv2 marker, or the module layout this function writes); anything else — a
+    folder of the user's own files, a run folder, the current directory — is refused (csrv2.files.RefusedFolder)
+    before any work. Text backbones only. out_dir must lie outside run_dir: replacing it would delete the run (and
+    sentence-transformers' README.md would take the place of the run's own model card)."""
     run, out = Path(run_dir).resolve(), Path(out_dir).resolve()
     if out == run or run in out.parents or out in run.parents:
         raise ValueError(f"out_dir {out_dir} overlaps the run folder {run_dir}: export to a folder outside the run")
+    check_replaceable(out_dir, KIND, legacy=is_previous_export)
     model = load(run_dir, device="cpu")
     cfg = model.backbone_config
     if cfg.kind != "text":
@@ -72,4 +89,4 @@ def to_sentence_transformers(run_dir: str | Path, out_dir: str | Path) -> Path:
         default_prompt_name="document" if cfg.document_prompt else None,
         device="cpu",
     )
-    return atomic_write_dir(out_dir, lambda tmp: encoder.save(str(tmp)))
+    return atomic_write_dir(out_dir, lambda tmp: encoder.save(str(tmp)), KIND, legacy=is_previous_export)

@@ -93,11 +93,20 @@ def load(
     backbone: a name (asset, hub id, local folder) or a BackboneConfig, instead of the one the folder records.
     trust_remote_code: allow a backbone whose record says it runs its own code (never implied by the record)."""
     folder = run_folder(run_or_folder, revision)
+    downloaded = folder != Path(run_or_folder).expanduser()  # a hub snapshot
     if (folder / MRL_CONFIG_NAME).is_file():
         raise ValueError(f"{folder} holds a Matryoshka (MRL) head; csrv2.load opens sparse heads")
     head = SparseHead.from_pretrained(folder)
     if backbone is None:
         cfg = backbone_config(folder)
+        named = Path(cfg.name).expanduser()
+        inside = named.resolve() == folder.resolve() or folder.resolve() in named.resolve().parents
+        if downloaded and cfg.name not in assets.ASSETS and (named.is_absolute() or named.exists()) and not inside:
+            raise ValueError(
+                f"{run_or_folder}: its backbone record names the local path {cfg.name}; a head from the hub may name "
+                "an asset, a hub id or its own backbone/ folder, never a folder of this machine (pass backbone= to "
+                "choose one yourself)"
+            )
     else:
         cfg = BackboneConfig(name=backbone) if isinstance(backbone, str) else backbone
     if cfg.trust_remote_code and not trust_remote_code and backbone is None:

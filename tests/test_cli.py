@@ -95,3 +95,40 @@ def test_train_records_its_command_in_run_json_and_the_model_card(tmp_path, caps
     (session,) = json.loads((tmp_path / "run" / "run.json").read_text())["sessions"]
     assert session["command"] == "csrv2 " + " ".join(shlex.quote(a) for a in argv)
     assert f"`{session['command']}`" in (tmp_path / "run" / "README.md").read_text()
+
+
+def backbone_load_errors():
+    """What loading a backbone raises when the model cannot be had: (id, exception), each built without a network."""
+    errors = [
+        ("permission", PermissionError(13, "Permission denied", "/models/e5/config.json")),
+        ("oserror", OSError("backbone.name='x/y': loading it from the hub failed: not a valid model identifier")),
+        ("connection", ConnectionError("Couldn't reach 'r8' on the Hub (LocalEntryNotFoundError)")),
+        ("extra", ImportError("backbone.runtime=onnx (and onnx-int8) needs onnxruntime: pip install 'csrv2[onnx]'")),
+    ]
+    datasets = pytest.importorskip("datasets")
+    errors.append(("datasets", datasets.exceptions.DatasetNotFoundError("Dataset 'x/y' doesn't exist on the Hub")))
+    errors.append(("datasets-build", datasets.exceptions.DatasetGenerationError("An error occurred\nwhile generating")))
+    httpx = pytest.importorskip("httpx")
+    errors.append(("httpx", httpx.ConnectError("[Errno -3] Temporary failure in name resolution")))
+    ort = pytest.importorskip("onnxruntime.capi.onnxruntime_pybind11_state")
+    errors.append(("onnxruntime", ort.InvalidProtobuf("[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model failed")))
+    return errors
+
+
+@pytest.mark.parametrize("name", [name for name, _ in backbone_load_errors()])
+def test_a_backbone_that_cannot_be_loaded_is_one_line_and_exit_2(name, monkeypatch, capsys):
+    """OSError, permission and connection errors, datasets' and onnxruntime's own, a missing extra: each used to end
+    `csrv2 train` in a traceback; each is now one line naming the cause (the traceback is behind --debug)."""
+    error = dict(backbone_load_errors())[name]
+
+    def failing(args):
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_train", failing)
+    with pytest.raises(SystemExit) as done:
+        cli.main(["train"])
+    assert done.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("csrv2 train: error: "), lines
+    with pytest.raises(type(error)):
+        cli.main(["--debug", "train"])

@@ -182,3 +182,21 @@ def test_an_export_into_the_run_folder_is_refused_before_anything_is_written(tin
         with pytest.raises(ValueError, match="overlaps the run folder"):
             to_sentence_transformers(tiny_run, target)
     assert sorted(p.name for p in tiny_run.iterdir()) == before
+
+
+def test_an_export_replaces_a_previous_export_only(tiny_run, tmp_path):
+    """An export over a previous one (marked, or from before markers: the module layout it writes) replaces it; a
+    folder of the user's own files is refused before any work and kept. It used to be deleted."""
+    from csrv2.files import MARKER, RefusedFolder
+
+    out = to_sentence_transformers(tiny_run, tmp_path / "st")
+    assert json.loads((out / MARKER).read_text())["kind"] == "sentence-transformers export"
+    (out / MARKER).unlink()  # as exported before markers existed
+    (out / "stale.txt").write_text("from the previous export")
+    to_sentence_transformers(tiny_run, out)
+    assert (out / MARKER).is_file() and not (out / "stale.txt").exists()
+    (out / "modules.json").write_text("[]")  # not the layout csrv2 writes: someone else's folder
+    (out / MARKER).unlink()
+    with pytest.raises(RefusedFolder, match="not a sentence-transformers export written by csrv2"):
+        to_sentence_transformers(tiny_run, out)
+    assert (out / "modules.json").read_text() == "[]"

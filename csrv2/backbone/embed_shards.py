@@ -21,7 +21,7 @@ import numpy as np
 import torch.distributed as dist
 
 from csrv2.distributed import World
-from csrv2.files import atomic_save_npy, atomic_write, atomic_write_json, atomic_write_text, sha256_file
+from csrv2.files import atomic_save_npy, atomic_write, atomic_write_json, record_digest, sha256_file
 
 COPY_ROWS = 65536  # rows copied from a part into the final file at a time (memory stays O(COPY_ROWS · d))
 
@@ -32,10 +32,6 @@ def part_path(path: Path, rank: int, size: int) -> Path:
 
 def manifest_path(path: Path) -> Path:
     return path.with_name(f"{path.name}.manifest.json")
-
-
-def sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
 
 
 def compute_sharded(path: Path, n: int, compute: Callable[[slice], np.ndarray], world: World, key: str) -> None:
@@ -100,7 +96,7 @@ def assemble(path: Path, n: int, key: str, reports: list[dict]) -> None:
         del out
 
     atomic_write(path, write)
-    atomic_write_text(sidecar(path), sha256_file(path) + "\n")
+    record_digest(path)
     for r in reports:
         path.with_name(r["file"]).unlink(missing_ok=True)
     manifest_path(path).unlink(missing_ok=True)

@@ -30,7 +30,7 @@ from csrv2.backbone import embed_shards
 from csrv2.backbone.encoders import load_backbone
 from csrv2.config.run_config import BackboneConfig
 from csrv2.distributed import World
-from csrv2.files import atomic_save_npy, atomic_write_text, sha256_file
+from csrv2.files import atomic_save_npy, digest_problem, record_digest
 
 _encoders: dict[tuple, object] = {}  # backbones loaded in this process, by their config (loading takes seconds)
 _world = [World()]  # the processes that share a cache miss (`sharded`); a world of one outside it
@@ -109,8 +109,9 @@ def _load_or_compute(path: Path, n: int, compute: Callable[[slice], np.ndarray],
     rank's slice inside `sharded`), stored, then mapped.
 
     Each file has a sidecar `<name>.sha256` checked on its first open in a process (~0.1 s per 100 MB here; later
-    opens of the unchanged file — same size and mtime — skip the hash): a file that no longer matches is named on
-    stderr and computed again. A cache written before sidecars existed gets one on first open.
+    opens of the unchanged file — same size and mtime — skip the hash): a file that no longer matches, or has no
+    sidecar (deleted, or never written: a cache from before sidecars, a writer killed between the two files), is
+    named on stderr and computed again.
     """
     if path.is_file():
         problem = "" if _stat_key(path) in _intact else _verify(path, n)
@@ -127,7 +128,7 @@ def _load_or_compute(path: Path, n: int, compute: Callable[[slice], np.ndarray],
         return np.load(path, mmap_mode="c")
     values = np.asarray(compute(slice(0, n)), dtype=np.float32)  # (n, d)
     atomic_save_npy(path, values)  # the final name appears only with complete content
-    atomic_write_text(_sidecar(path), sha256_file(path) + "\n")
+    record_digest(path)
     _intact.add(_stat_key(path))
     return np.load(path, mmap_mode="c")
 
@@ -141,18 +142,11 @@ def _stat_key(path: Path) -> tuple[str, int, int]:
     return str(path), stat.st_size, stat.st_mtime_ns
 
 
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
-
-
 def _verify(path: Path, n: int) -> str:
-    """ "" when the cached file holds n rows and matches its recorded sha256, else what is wrong."""
-    digest = sha256_file(path)
-    sidecar = _sidecar(path)
-    if not sidecar.is_file():  # written before checksums were kept: trust it once, from now on it is checked
-        atomic_write_text(sidecar, digest + "\n")
-    elif sidecar.read_text().strip() != digest:
-        return "does not match its recorded sha256 (corrupted)"
+    """ "" when the cached file holds n rows and matches the sha256 its sidecar records, else what is wrong."""
+    problem = digest_problem(path)
+    if problem:
+        return problem
     try:
         rows = np.load(path, mmap_mode="r").shape[0]
     except (ValueError, OSError) as err:

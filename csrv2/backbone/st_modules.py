@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+
+from csrv2.files import subfolder_inside
 
 # ST pooling mode → csrv2 backbone.pooling
 ST_POOLING = {"cls": "cls", "mean": "mean", "lasttoken": "last", "max": "max"}
@@ -74,6 +76,17 @@ def pooling_mode(config: dict, source: str) -> str:
     return ST_POOLING[modes[0]]
 
 
+def inside(rel, where: str) -> None:
+    """Refuse a module path that is not relative or leaves the model folder ("..", an absolute path; for a local
+    folder also a link out of it): the model or config there would be loaded in the folder's name."""
+    if Path(where).is_dir():
+        subfolder_inside(where, rel, f"{where}/modules.json")
+        return
+    pure = PurePosixPath(str(rel).replace("\\", "/"))
+    if not isinstance(rel, str) or pure.is_absolute() or ".." in pure.parts:
+        raise ValueError(f"{where}/modules.json: the module path {rel!r} leaves the model; it must lie inside it")
+
+
 def read_st_modules(read: Callable[[str], Path | None], where: str) -> STModules | None:
     """The pooling and normalisation an ST folder declares; None when it has no modules.json (a plain model).
 
@@ -95,6 +108,8 @@ def read_st_modules(read: Callable[[str], Path | None], where: str) -> STModules
         raise ValueError(
             f"{where}/modules.json: modules {' → '.join(kinds)}; csrv2 reads Transformer → Pooling (→ Normalize)"
         )
+    for module in modules[:2]:  # the model files and the pooling config must lie inside the model
+        inside(module.get("path") or "", where)
     pooling_rel = f"{modules[1].get('path') or '.'}/config.json".removeprefix("./")
     config = _json(read, pooling_rel, where)
     if not isinstance(config, dict):

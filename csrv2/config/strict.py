@@ -14,9 +14,11 @@ import ast
 import copy
 import dataclasses
 import inspect
+import math
 import textwrap
 import types
 import typing
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -36,7 +38,11 @@ class _StrictLoader(yaml.SafeLoader):
 def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: dict = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
+        key = loader.construct_object(key_node, deep=True)  # deep: a list key is shown filled in
+        if not isinstance(key, Hashable):  # `? [a, b]` or `{a: 1}: …`: a dict cannot hold it
+            raise ConfigError(
+                f"line {key_node.start_mark.line + 1}: key {key!r} is a {type(key).__name__}; keys are names"
+            )
         if key in seen:
             raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} appears twice in one mapping")
         seen[key] = True
@@ -185,7 +191,14 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, got {type(value).__name__}: {value!r}")
-        return value
+        if not args:
+            return value
+        out = {}
+        for name, item in value.items():  # keys and values checked like any field (folds: {a: 3} used to pass)
+            if args[0] is str and not isinstance(name, str):
+                raise ConfigError(f"{key}: key {name!r} must be a string (quote it in YAML: '{name}')")
+            out[name] = _coerce(item, args[1], f"{key}.{name}")
+        return out
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
             try:
@@ -194,10 +207,18 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key} must be a number, got {type(value).__name__}: {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float's range
+            raise ConfigError(f"{key}={value} is not a finite number") from None
+        if not math.isfinite(number):  # NaN slips through every range check, inf through most
+            raise ConfigError(f"{key}={value} is not a finite number")
+        return number
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key} must be an integer, got {type(value).__name__}: {value!r}")
+        if not -(2**63) <= value < 2**63:  # seeds and counts reach torch / numpy as int64
+            raise ConfigError(f"{key}={value} does not fit a 64-bit integer")
         return value
     if hint is bool:
         if not isinstance(value, bool):

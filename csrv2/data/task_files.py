@@ -136,6 +136,19 @@ def _read_table(spec: TaskSpec):
             raise ValueError(
                 f"{where} gives one file per split and split_column={spec.split_column!r} splits rows: keep one"
             )
+        if set(spec.path) == {"train"}:  # scoring would fall back to the training rows
+            raise ValueError(
+                f"{where} gives a train file and no test file, so the task would be scored on its training rows; add "
+                "test: <file> (or dev / validation), or give one file (path: a.csv) to split it by test_fraction"
+            )
+        files = {split: Path(file).expanduser().resolve() for split, file in spec.path.items()}
+        for split, file in files.items():
+            twice = [other for other, same in files.items() if other != split and same == file]
+            if twice:
+                raise ValueError(
+                    f"{where}: {split} and {twice[0]} are the same file ({spec.path[split]}); the test rows would be "
+                    "training rows: give each split its own file"
+                )
         return {split: _read_file(file, f"{where}.{split}") for split, file in spec.path.items()}
     if spec.path.startswith("hf:"):
         dd = _hf_dataset(spec, None)

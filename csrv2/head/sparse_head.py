@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -93,7 +93,7 @@ class SparseHead(nn.Module):
     def __init__(self, d_in: int, hidden: int, k: int, k_aux: int = 256, dead_steps: int = 100):
         super().__init__()
         for name, value in (("d_in", d_in), ("hidden", hidden), ("k", k)):
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"SparseHead: {name} must be a positive int, got {value!r}")
         if k > hidden:
             raise ValueError(f"SparseHead: k={k} must be ≤ hidden={hidden}")
@@ -266,12 +266,55 @@ class SparseHead(nn.Module):
         recorded = spec.get("weights_sha256")  # heads saved before checksums were kept have none
         if recorded is not None and sha256_file(path / WEIGHTS_NAME) != recorded:
             raise ValueError(f"{path / WEIGHTS_NAME} does not match the sha256 in {spec_file.name} (corrupted)")
-        head = cls(**{key: value for key, value in spec.items() if key in known})
+        kwargs = {key: value for key, value in spec.items() if key in known}
         try:
-            head.load_state_dict(load_file(str(path / WEIGHTS_NAME), device=str(map_location)))
-        except (RuntimeError, SafetensorError, OSError) as err:  # wrong shapes, a torn or foreign file
+            with safe_open(str(path / WEIGHTS_NAME), framework="pt") as weights:  # the header only: names, shapes
+                shapes = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118
+        except (SafetensorError, OSError) as err:  # a torn or foreign file
+            raise ValueError(f"{path / WEIGHTS_NAME}: not a readable safetensors file ({err})") from None
+        planned = cls._planned(kwargs, f"{spec_file}")
+        cls._check_shapes(planned, shapes, f"{path / WEIGHTS_NAME} (for the spec in {spec_file.name})")
+        try:
+            tensors = load_file(str(path / WEIGHTS_NAME), device=str(map_location))
+        except (SafetensorError, OSError) as err:
             raise ValueError(f"{path / WEIGHTS_NAME}: not the weights of this head ({err})") from None
-        return head.to(map_location)
+        return cls._with_tensors(planned, tensors, str(path / WEIGHTS_NAME)).to(map_location)
+
+    @classmethod
+    def _planned(cls, kwargs: dict, where: str) -> SparseHead:
+        """The head a spec describes, on the meta device: its checks run and its shapes are known, and nothing of
+        its size is allocated (a spec claiming 60000 × 60000 would take 14 GB before a weight was read)."""
+        try:
+            with torch.device("meta"):
+                return cls(**kwargs)
+        except (TypeError, ValueError, RuntimeError, OverflowError) as err:  # RuntimeError: sizes beyond int64
+            raise ValueError(f"{where}: not a valid head spec ({err})") from None
+
+    @staticmethod
+    def _check_shapes(planned: SparseHead, shapes: dict[str, tuple], where: str) -> None:
+        """Refuse tensors whose names or shapes differ from what the planned head holds, naming the first."""
+        expected = {name: tuple(t.shape) for name, t in planned.state_dict().items()}
+        if set(shapes) != set(expected):
+            raise ValueError(
+                f"{where}: tensors {sorted(shapes)} are not the head's {sorted(expected)} (missing or unexpected)"
+            )
+        for name, shape in expected.items():
+            if shapes[name] != shape:
+                raise ValueError(f"{where}: {name} has shape {list(shapes[name])}, the spec needs {list(shape)}")
+
+    @classmethod
+    def _with_tensors(cls, planned: SparseHead, tensors: dict[str, Tensor], where: str) -> SparseHead:
+        """The planned head holding `tensors` (shapes checked, cast to the head's dtypes), refusing NaN / inf: a
+        head with them loads and encodes every input to NaN."""
+        cls._check_shapes(planned, {name: tuple(t.shape) for name, t in tensors.items()}, where)
+        state = planned.state_dict()
+        cast = {}
+        for name, tensor in tensors.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"{where}: {name} holds NaN or inf")
+            cast[name] = tensor.to(state[name].dtype)
+        planned.load_state_dict(cast, assign=True)  # the meta tensors become the loaded ones: one copy in memory
+        return planned
 
     @classmethod
     def from_sentence_transformers(cls, path: str | Path) -> SparseHead:
@@ -282,9 +325,5 @@ class SparseHead(nn.Module):
         folder = st_format.find_module(path)
         config, tensors = st_format.read_module(folder)
         kwargs, state = st_format.to_csrv2(config, tensors, str(folder))
-        head = cls(**kwargs)
-        try:
-            head.load_state_dict(state)
-        except RuntimeError as err:  # shapes that disagree with input_dim / hidden_dim
-            raise ValueError(f"{folder}: tensors do not match its config ({err})") from None
-        return head
+        planned = cls._planned(kwargs, f"{folder}")  # before anything of the config's size is allocated
+        return cls._with_tensors(planned, state, f"{folder}: tensors do not match its config")

@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from csrv2.files import recover_dir, subfolder_inside
+
 ST_CONFIG = "config.json"  # a module folder's config (ST's Module.save_config)
 ST_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # ST's save_torch_weights, safe first
 ST_KEYS = ("input_dim", "hidden_dim", "k", "k_aux", "normalize", "dead_threshold")
@@ -35,10 +37,16 @@ def find_module(path: str | Path) -> Path:
     """The SparseAutoEncoder module folder of a SparseEncoder folder (through modules.json), or `path` itself when it
     is a module folder. Refuses a model without one, with several, or with modules after it (they change the codes)."""
     path = Path(path)
+    recover_dir(path)  # an export killed between its two renames left the previous one beside it
     listing = path / "modules.json"
     if listing.is_file():
-        modules = json.loads(listing.read_text(encoding="utf-8"))
-        kinds = [m.get("type", "?").rsplit(".", 1)[-1] for m in modules]
+        try:
+            modules = json.loads(listing.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{listing}: not valid JSON ({err})") from None
+        if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+            raise ValueError(f"{listing}: expected a list of {{type, path}} objects")
+        kinds = [str(m.get("type", "?")).rsplit(".", 1)[-1] for m in modules]
         found = [i for i, kind in enumerate(kinds) if kind == ST_TYPE]
         if len(found) != 1:
             raise ValueError(
@@ -49,7 +57,7 @@ def find_module(path: str | Path) -> Path:
                 f"{listing}: modules after the {ST_TYPE} ({kinds[found[0] + 1 :]}) change its codes; a SparseHead "
                 "cannot express them"
             )
-        return path / modules[found[0]]["path"]
+        return subfolder_inside(path, modules[found[0]].get("path", ""), str(listing))
     config = path / ST_CONFIG
     if config.is_file() and {"input_dim", "hidden_dim"} <= set(_read_json(config)):
         return path

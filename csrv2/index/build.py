@@ -56,7 +56,7 @@ def encode_to_index(head, embeddings, k: int | None = None, chunk_rows: int = 16
             val[start : start + len(rows)] = codes.values.to(torch.float32).numpy()
     if idx is None:
         raise ValueError(f"encode_to_index: {name} holds no rows")
-    check_packed(idx, val, f"encode_to_index({name})")
+    check_packed(idx, val, f"encode_to_index({name})", dim)
     if HAVE_NUMBA:
         offsets, doc_ids, values = counting_sort_packed(idx, val, dim)
         return SparseIndex(offsets, doc_ids, values, n)

@@ -89,7 +89,7 @@ def _search_one(offsets, doc_ids, values, lat_max, lat_min, q_idx, q_val, acc, f
     """One query: q_idx, q_val (k,) → out_s (top,) float32, out_i (top,) int64, best first.
 
     Scratch of this thread: acc (BLOCK,) float64 and flag (BLOCK,) uint8 (both all zero between calls),
-    touched (BLOCK,) int32.
+    touched (BLOCK + 1,) int32.
     The query's posting lists (each ascending in doc id) are walked together one block of BLOCK
     document ids at a time, so the accumulator stays cache-resident; only blocks holding a posting are visited, so
     the work is O(postings touched + k · blocks visited), never O(N). Within a block the shorter lists are summed
@@ -99,16 +99,25 @@ def _search_one(offsets, doc_ids, values, lat_max, lat_min, q_idx, q_val, acc, f
     Once the heap is full and even the best document of the longest list alone (its weight times the latent's
     largest, or for a negative weight smallest, value: lat_max / lat_min (dim,)) scores no more than the heap's
     worst, that list's documents the shorter lists do not hold cannot enter: for them only the doc id is read.
+
+    Bounds: q_idx must lie in [0, dim) (csrv2.index.inputs checks every query). Everything read from the index is
+    guarded, so that a corrupted index opened with verify=False can rank wrongly but never read or write out of
+    bounds: a list's [start, end) is clipped to [0, nnz] (O(k) per query), a doc id below the current block (out of
+    order) is skipped, and the block scratch `touched` has BLOCK + 1 slots (the last posting of a block whose BLOCK
+    documents are all flagged writes one past BLOCK before the flag test).
     """
     top = out_s.shape[0]
+    nnz = doc_ids.shape[0]
     ptr = np.empty((3, q_idx.shape[0]), np.int64)  # per active list: cursor, end, latent
     weights = np.empty(q_idx.shape[0], np.float64)
     n_lists = 0
     for j in range(q_idx.shape[0]):  # active latents with non-empty posting lists
         lat = q_idx[j]
-        if q_val[j] != 0 and offsets[lat + 1] > offsets[lat]:
-            ptr[0, n_lists] = offsets[lat]
-            ptr[1, n_lists] = offsets[lat + 1]
+        start = min(max(offsets[lat], 0), nnz)
+        end = min(max(offsets[lat + 1], 0), nnz)
+        if q_val[j] != 0 and end > start:
+            ptr[0, n_lists] = start
+            ptr[1, n_lists] = end
             ptr[2, n_lists] = lat
             weights[n_lists] = q_val[j]
             n_lists += 1
@@ -142,11 +151,12 @@ def _search_one(offsets, doc_ids, values, lat_max, lat_min, q_idx, q_val, acc, f
                 if d >= stop:
                     break
                 loc = d - base
-                # Branch-free: whether a doc was seen before in this block is unpredictable at large k.
-                acc[loc] += w * values[p]
-                touched[n_cand] = loc
-                n_cand += 1 - flag[loc]
-                flag[loc] = 1
+                if loc >= 0:  # always, unless the list is out of order (a corrupted index)
+                    # Branch-free: whether a doc was seen before in this block is unpredictable at large k.
+                    acc[loc] += w * values[p]
+                    touched[n_cand] = loc
+                    n_cand += 1 - flag[loc]
+                    flag[loc] = 1
                 p += 1
             ptr[0, j] = p
         if n_lists:  # the longest list: each document scored once, here (a list holds a doc once)
@@ -163,7 +173,7 @@ def _search_one(offsets, doc_ids, values, lat_max, lat_min, q_idx, q_val, acc, f
                     if d >= stop:
                         break
                     loc = d - base
-                    if flag[loc]:
+                    if loc >= 0 and flag[loc]:
                         s = np.float32(acc[loc] + w * values[p])
                         flag[loc] = 2
                         if _worse(hs[0], hi[0], s, d):
@@ -174,6 +184,9 @@ def _search_one(offsets, doc_ids, values, lat_max, lat_min, q_idx, q_val, acc, f
                 if d >= stop:
                     break
                 loc = d - base
+                if loc < 0:  # out of order (a corrupted index): skipped
+                    p += 1
+                    continue
                 s64 = w * values[p]
                 if flag[loc]:  # the shorter lists hold it too: their sum first, as the accumulator has it
                     s64 = acc[loc] + s64
@@ -277,22 +290,25 @@ def search_one_numpy(offsets, doc_ids, values, q_idx, q_val, out_s, out_i):
 
 
 @_njit()
-def first_bad_rows(idx, val):
-    """(first row with a NaN / inf value, first row giving an active latent twice), -1 where none: one pass with
-    k² comparisons per row (k ≤ a few dozen), cheap enough for every single-query search."""
-    bad_value, repeat = -1, -1
+def first_bad_rows(idx, val, dim):
+    """(first row with a NaN / inf value, first row giving an active latent twice, first row with a latent outside
+    [0, dim)), -1 where none: one pass with k² comparisons per row (k ≤ a few dozen), cheap enough for every
+    single-query search. idx and val must have one shape (csrv2.index.inputs.check_packed checks it first)."""
+    bad_value, repeat, outside = -1, -1, -1
     for i in range(idx.shape[0]):
         for a in range(idx.shape[1]):
             v = val[i, a]
+            if outside < 0 and (idx[i, a] < 0 or idx[i, a] >= dim):
+                outside = i
             if bad_value < 0 and not np.isfinite(v):
                 bad_value = i
             if repeat < 0 and v != 0:
                 for b in range(a + 1, idx.shape[1]):
                     if val[i, b] != 0 and idx[i, b] == idx[i, a]:
                         repeat = i
-        if bad_value >= 0 and repeat >= 0:
+        if bad_value >= 0 and repeat >= 0 and outside >= 0:
             break
-    return bad_value, repeat
+    return bad_value, repeat, outside
 
 
 @_njit()

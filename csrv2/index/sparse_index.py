@@ -30,6 +30,7 @@ The kernels use numba (a dependency of csrv2) and run in parallel over queries. 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -40,13 +41,16 @@ import numpy as np
 import scipy.sparse
 import torch
 
-from csrv2.files import atomic_write_dir, sha256_file
+from csrv2.files import MARKER, atomic_write_dir, open_snapshot, sha256_file
 from csrv2.head.codes import SparseCodes
 from csrv2.index import kernels as index_kernels
 from csrv2.index.inputs import as_packed, postings_of
 from csrv2.index.kernels import BLOCK, HAVE_NUMBA, counting_sort, numba, search_one_numpy, search_serial
 
-FORMAT = "csrv2.SparseIndex/1"
+FORMAT = "csrv2.SparseIndex/2"  # index.json covers itself (meta_sha256) and all three arrays (sha256)
+LEGACY_FORMAT = "csrv2.SparseIndex/1"  # before: array checksums optional, index.json unhashed
+ARRAYS = (("offsets", np.int64), ("doc_ids", np.int32), ("values", np.float32))
+KIND = "SparseIndex"  # the kind csrv2.files records in the folder's marker
 
 
 def _group_by_latent(rows, lats, vals, dim):
@@ -66,12 +70,17 @@ class SparseIndex:
     """
 
     def __init__(self, offsets: np.ndarray, doc_ids: np.ndarray, values: np.ndarray, n_docs: int):
-        if offsets.ndim != 1 or offsets.shape[0] < 2 or int(offsets[-1]) != doc_ids.shape[0]:
+        """offsets (dim + 1,) int, doc_ids (nnz,) int, values (nnz,) float. The offsets are checked here, always
+        (O(dim)); the O(nnz) checks of doc ids and values are load(verify=True)'s (the kernels stay in bounds
+        without them)."""
+        if offsets.ndim != 1 or offsets.shape[0] < 2 or doc_ids.ndim != 1 or int(offsets[-1]) != doc_ids.shape[0]:
             raise ValueError("SparseIndex: offsets must be (dim + 1,) with offsets[-1] == len(doc_ids)")
+        if int(offsets[0]) != 0 or (np.diff(offsets) < 0).any():
+            raise ValueError("SparseIndex: offsets must rise from 0 to nnz without going down")
         if doc_ids.shape != values.shape:
             raise ValueError(f"SparseIndex: doc_ids {doc_ids.shape} and values {values.shape} differ in shape")
-        if n_docs >= 2**31 - 1:
-            raise ValueError(f"SparseIndex: n_docs={n_docs} does not fit int32 document ids")
+        if not 0 <= n_docs < 2**31 - 1:
+            raise ValueError(f"SparseIndex: n_docs={n_docs} must lie in [0, 2^31 - 1) (int32 document ids)")
         self.offsets, self.doc_ids, self.values = offsets, doc_ids, values
         self.n_docs = int(n_docs)
         self.dim = offsets.shape[0] - 1
@@ -132,6 +141,11 @@ class SparseIndex:
         else:
             for q in range(n_q):
                 search_one_numpy(self.offsets, self.doc_ids, self.values, q_idx[q], q_val[q], out_s[q], out_i[q])
+        if n_q and (out_i.max() >= self.n_docs or out_i.min() < -1):  # only from a corrupted index
+            raise ValueError(
+                f"SparseIndex.search: the index holds a document id outside [0, n_docs={self.n_docs}) (corrupted; "
+                "SparseIndex.load(path, verify=True) names the file)"
+            )
         # Rows whose kept scores do not all beat 0 may rank documents without a shared latent (score 0) higher.
         if n_q == 1:  # one query (the latency path): a scalar test, no temporaries
             if out_i[0, -1] < 0 or out_s[0, -1] <= 0:
@@ -184,7 +198,8 @@ class SparseIndex:
                 search_serial(*lists, q_idx, q_val, acc, flag, touched, out_s, out_i)
 
     def _get_scratch(self, rows: int):
-        """Per-thread block scratch: acc (rows, BLOCK) float64, flag (rows, BLOCK) uint8, touched (rows, BLOCK) int32.
+        """Per-thread block scratch: acc (rows, BLOCK) float64, flag (rows, BLOCK) uint8, touched (rows, BLOCK + 1)
+        int32 (see kernels._search_one for the extra slot).
 
         Independent of N (≈ 208 KiB per thread); flags are all zero between searches.
         """
@@ -192,7 +207,7 @@ class SparseIndex:
             self._scratch = (
                 np.zeros((rows, BLOCK), np.float64),
                 np.zeros((rows, BLOCK), np.uint8),
-                np.zeros((rows, BLOCK), np.int32),
+                np.zeros((rows, BLOCK + 1), np.int32),
             )
         return self._scratch
 
@@ -233,79 +248,166 @@ class SparseIndex:
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Write the folder `path` (offsets.npy, doc_ids.npy, values.npy, index.json) as one unit: the files go into a
-        temporary folder that then takes the place of `path`, so a crash mid-save never leaves old and new mixed."""
+        """Write the folder `path` (offsets.npy, doc_ids.npy, values.npy, index.json) as one unit (csrv2.files.
+        atomic_write_dir): the files go into a temporary folder of this writer's own, which then takes the place of
+        `path`. A save killed at any moment leaves the old index or the new one; concurrent saves leave one of them
+        whole. An existing `path` is replaced only when it is an index csrv2 saved; anything else is refused
+        (csrv2.files.RefusedFolder), before any work.
+
+        index.json records the sha256 of the three arrays and its own (meta_sha256, over its other keys), so an
+        edited n_docs / dim / nnz is named on load like a damaged array."""
 
         def write(tmp: Path) -> None:
-            for name in ("offsets", "doc_ids", "values"):
+            for name, _ in ARRAYS:
                 np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(self, name)))
             meta = {"format": FORMAT, "n_docs": self.n_docs, "dim": self.dim, "nnz": self.nnz}
-            meta["sha256"] = {
-                f"{name}.npy": sha256_file(tmp / f"{name}.npy") for name in ("offsets", "doc_ids", "values")
-            }
+            meta["sha256"] = {f"{name}.npy": sha256_file(tmp / f"{name}.npy") for name, _ in ARRAYS}
+            meta["meta_sha256"] = meta_digest(meta)
             (tmp / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
 
-        atomic_write_dir(Path(path), write)
+        atomic_write_dir(path, write, KIND, legacy=is_saved_index)
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True, verify: bool = True) -> SparseIndex:
         """Open a saved index; mmap=True maps the arrays read-only (opening costs O(1), pages load on use).
 
-        verify=True checks every file against the sha256 that save() recorded, then what the search kernels trust —
-        dtypes, offsets non-decreasing within [0, nnz], every doc id in [0, n_docs), finite values — and names the
-        file that breaks it (a bad offset would make a search read out of bounds; a flipped value bit would rank
-        wrongly). It reads the files once (~1 s per GB); verify=False skips that for an index you wrote yourself
-        (dtypes and shapes are always checked). numba compiles separate kernels for read-only arrays: the very first search on a
-        mapped index in a fresh numba cache takes ~2 s to compile them; afterwards they load from the on-disk cache.
+        Always (O(dim)): index.json against its own checksum, dtypes and shapes against it, the offsets. verify=True
+        also checks every array against the sha256 that save() recorded, then what the search kernels assume — doc
+        ids in [0, n_docs) and strictly rising within each posting list, finite values — and names the file that
+        breaks it. It reads the files once (~1 s per GB); verify=False skips that for an index you wrote yourself:
+        the kernels stay in bounds on any arrays, so a damaged file then gives wrong results or the library's
+        error, never a crash. A save killed between its two renames left the old folder beside `path`
+        (csrv2.files.recover_dir): it is put back first. numba compiles separate kernels for read-only arrays: the
+        very first search on a mapped index in a fresh numba cache takes ~2 s to compile them; afterwards they load
+        from the on-disk cache.
         """
         path = Path(path)
-        meta_path = path / "index.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path} not found: expected a folder written by SparseIndex.save")
+        names = ("index.json", MARKER, *(f"{name}.npy" for name, _ in ARRAYS))
         try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{meta_path}: not valid JSON ({err})") from err
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            found = meta.get("format") if isinstance(meta, dict) else meta
-            raise ValueError(f"{meta_path}: format {found!r} is not {FORMAT!r}")
-        sizes = {key: meta.get(key) for key in ("n_docs", "dim", "nnz")}
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in sizes.values()):
-            raise ValueError(f"{meta_path}: n_docs, dim and nnz must be non-negative integers, got {sizes}")
-        if not isinstance(meta.get("sha256", {}), dict):
-            raise ValueError(f"{meta_path}: sha256 must map file names to digests")
-        if verify:
-            for file_name, digest in meta.get("sha256", {}).items():  # absent in indexes saved before checksums
-                file = path / file_name
-                if not file.is_file():
-                    raise FileNotFoundError(f"{file} not found: the index folder is incomplete")
-                if sha256_file(file) != digest:
-                    raise ValueError(f"{file} does not match the sha256 recorded in index.json (corrupted)")
-        mode = "r" if mmap else None
-        arrays = {}
-        for name, dtype in (("offsets", np.int64), ("doc_ids", np.int32), ("values", np.float32)):
-            file = path / f"{name}.npy"
-            if not file.is_file():
-                raise FileNotFoundError(f"{file} not found: the index folder is incomplete")
-            arrays[name] = np.load(file, mmap_mode=mode)
-            if arrays[name].dtype != dtype or arrays[name].ndim != 1:
-                raise ValueError(
-                    f"{file}: expected a 1-d {np.dtype(dtype)} array, got {arrays[name].dtype} {arrays[name].shape}"
+            files = open_snapshot(path, names)  # one save's files, even if another save replaces the folder meanwhile
+        except (FileNotFoundError, NotADirectoryError) as err:
+            raise FileNotFoundError(
+                f"{path / 'index.json'} not found: {path} is not a folder written by SparseIndex.save ({err.strerror})"
+            ) from None
+        try:
+            if files["index.json"] is None:
+                raise FileNotFoundError(
+                    f"{path / 'index.json'} not found: expected a folder written by SparseIndex.save"
                 )
+            meta = read_meta(path / "index.json", files["index.json"].read(), marked=files[MARKER] is not None)
+            arrays = {}
+            for name, dtype in ARRAYS:
+                file, handle = path / f"{name}.npy", files[f"{name}.npy"]
+                if handle is None:
+                    raise FileNotFoundError(f"{file} not found: the index folder is incomplete")
+                if verify and name + ".npy" in meta["sha256"] and sha256_file(handle) != meta["sha256"][name + ".npy"]:
+                    raise ValueError(f"{file} does not match the sha256 recorded in index.json (corrupted)")
+                arrays[name] = read_npy(handle, file, mmap)
+                if arrays[name].dtype != dtype or arrays[name].ndim != 1:
+                    raise ValueError(
+                        f"{file}: expected a 1-d {np.dtype(dtype)} array, got {arrays[name].dtype} {arrays[name].shape}"
+                    )
+        finally:
+            for handle in files.values():
+                if handle is not None:
+                    handle.close()
         offsets, doc_ids, values = arrays["offsets"], arrays["doc_ids"], arrays["values"]
         if offsets.shape[0] != meta["dim"] + 1 or doc_ids.shape[0] != meta["nnz"] or values.shape[0] != meta["nnz"]:
             raise ValueError(f"{path}: array shapes do not match index.json (dim {meta['dim']}, nnz {meta['nnz']})")
+        if offsets[0] != 0 or offsets[-1] != meta["nnz"] or (np.diff(offsets) < 0).any():
+            raise ValueError(
+                f"{path / 'offsets.npy'}: offsets must rise from 0 to nnz={meta['nnz']} without going down"
+            )
         if verify:
-            _verify_postings(path, offsets, doc_ids, values, int(meta["n_docs"]))
+            verify_postings(path, offsets, doc_ids, values, int(meta["n_docs"]))
         return cls(offsets, doc_ids, values, meta["n_docs"])
 
 
-def _verify_postings(path: Path, offsets: np.ndarray, doc_ids: np.ndarray, values: np.ndarray, n_docs: int) -> None:
-    """What the kernels index with must be in range: a corrupted file is named, never searched."""
+def meta_digest(meta: dict) -> str:
+    """sha256 of index.json's keys other than meta_sha256, serialised canonically (sorted keys, no spaces)."""
+    body = {key: value for key, value in meta.items() if key != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def read_npy(handle, file: Path, mmap: bool) -> np.ndarray:
+    """The array of an open .npy file (np.load cannot map an open file): its header read with numpy's own reader,
+    then np.memmap (read-only) or np.fromfile. A file shorter than its header promises is named."""
+    handle.seek(0)
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"npy format version {version} is not 1.0 or 2.0")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(handle)
+        if dtype.hasobject:
+            raise ValueError("it holds Python objects")
+        count = int(np.prod(shape, dtype=np.int64))
+        if mmap and count:
+            return np.memmap(handle, dtype=dtype, mode="r", offset=handle.tell(), shape=shape)
+        array = np.fromfile(handle, dtype=dtype, count=count)
+    except (ValueError, OSError, EOFError, TypeError) as err:
+        raise ValueError(f"{file}: not a readable .npy array ({err})") from err
+    if array.size != count:
+        raise ValueError(f"{file}: holds {array.size} of the {count} values its header promises (truncated)")
+    return array.reshape(shape)
+
+
+def read_meta(meta_path: Path, text: bytes, marked: bool) -> dict:
+    """index.json (its bytes `text`), checked: the format, non-negative integer sizes, and — format /2 — a sha256 for
+    each array and meta_sha256 matching the rest (an edited n_docs would return documents that do not exist).
+    `marked`: the folder holds csrv2's marker, so a save that writes format /2 made it: a /1 there is an edit that
+    would silence the checksums."""
+    try:
+        meta = json.loads(text.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{meta_path}: not valid JSON ({err})") from err
+    if not isinstance(meta, dict) or meta.get("format") not in (FORMAT, LEGACY_FORMAT):
+        found = meta.get("format") if isinstance(meta, dict) else meta
+        raise ValueError(f"{meta_path}: format {found!r} is not {FORMAT!r}")
+    sizes = {key: meta.get(key) for key in ("n_docs", "dim", "nnz")}
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in sizes.values()):
+        raise ValueError(f"{meta_path}: n_docs, dim and nnz must be non-negative integers, got {sizes}")
+    digests = meta.setdefault("sha256", {})  # absent in indexes saved before checksums (format /1)
+    if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
+        raise ValueError(f"{meta_path}: sha256 must map file names to digests")
+    if set(digests) - {f"{name}.npy" for name, _ in ARRAYS}:
+        raise ValueError(f"{meta_path}: sha256 names files that are not the index's arrays: {sorted(digests)}")
+    if marked and meta["format"] != FORMAT:
+        raise ValueError(f"{meta_path}: format {meta['format']!r} in a folder saved as {FORMAT!r} (edited)")
+    if meta["format"] == FORMAT:
+        missing = {f"{name}.npy" for name, _ in ARRAYS} - set(digests)
+        if missing:
+            raise ValueError(f"{meta_path}: sha256 lacks {sorted(missing)} (every array of a {FORMAT} is hashed)")
+        if meta.get("meta_sha256") != meta_digest(meta):
+            raise ValueError(f"{meta_path}: its keys do not match the meta_sha256 recorded in it (edited or corrupted)")
+    return meta
+
+
+def is_saved_index(folder: Path) -> bool:
+    """Whether `folder` is an index saved before folders carried csrv2's marker: an index.json of ours."""
+    try:
+        meta = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") in (FORMAT, LEGACY_FORMAT)
+
+
+def verify_postings(path: Path, offsets: np.ndarray, doc_ids: np.ndarray, values: np.ndarray, n_docs: int) -> None:
+    """What the kernels assume of the postings (offsets are checked by the caller), each named with its file: doc
+    ids in [0, n_docs), strictly rising within each posting list (the block walk and the zero-score merge rely on
+    it), finite values. O(nnz), with a (nnz,) bool temporary."""
     nnz = doc_ids.shape[0]
-    if offsets[0] != 0 or offsets[-1] != nnz or (np.diff(offsets) < 0).any():
-        raise ValueError(f"{path / 'offsets.npy'}: offsets must rise from 0 to nnz={nnz} without going down")
     if nnz and (int(doc_ids.min()) < 0 or int(doc_ids.max()) >= n_docs):
         raise ValueError(f"{path / 'doc_ids.npy'}: document ids must lie in [0, n_docs={n_docs})")
+    if nnz > 1:
+        falls = np.flatnonzero(doc_ids[1:] <= doc_ids[:-1]) + 1  # positions whose id does not rise from the last
+        inside = falls[~np.isin(falls, offsets)]  # a list's first posting may fall below the previous list's last
+        if len(inside):
+            at = int(inside[0])
+            latent = int(np.searchsorted(offsets, at, side="right")) - 1
+            raise ValueError(
+                f"{path / 'doc_ids.npy'}: the posting list of latent {latent} is not strictly rising at position {at} "
+                f"(doc id {int(doc_ids[at - 1])} then {int(doc_ids[at])})"
+            )
     if nnz and not np.isfinite(values).all():
         raise ValueError(f"{path / 'values.npy'}: holds NaN or inf")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from csrv2.assets import registry as assets
 from csrv2.config.run_config import BackboneConfig, Config
+from csrv2.files import subfolder_inside
 from csrv2.runs.layout import BACKBONE_RECORD, CONFIG_FILE, FINETUNED_DIR
 
 # What the record holds: the BackboneConfig fields that decide the embeddings, the asset's pinned wheels as its revision
@@ -66,7 +67,7 @@ def backbone_config(folder: str | Path) -> BackboneConfig:
             "backbone= (a name or a BackboneConfig) to csrv2.load"
         )
     if finetuned:
-        tuned = folder / finetuned
+        tuned = subfolder_inside(folder, finetuned, str(record_file if record_file.is_file() else run_config))
         if not tuned.is_dir():
             raise FileNotFoundError(f"{tuned}: this run finetuned its backbone, and the saved backbone is missing")
         cfg = dataclasses.replace(cfg, name=str(tuned), revision="")  # the saved folder, not the hub revision

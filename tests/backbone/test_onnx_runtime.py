@@ -82,7 +82,7 @@ def test_export_is_cached_and_keyed_by_the_weights(tmp_path, monkeypatch):
     mtime = first.path.stat().st_mtime_ns
     second = onnx_runtime.OnnxEncoder(model, names, threads=1)  # same weights: the cached file, no export
     assert exports == [first.path] and second.path == first.path and first.path.stat().st_mtime_ns == mtime
-    assert [p.name for p in first.path.parent.iterdir()] == ["model.onnx"]  # no temporary file left beside it
+    assert sorted(p.name for p in first.path.parent.iterdir()) == ["model.onnx", "model.onnx.sha256"]  # no temp file
 
     mask = torch.tensor([[1] * 9, [1] * 5 + [0] * 4, [1] * 2 + [0] * 7])  # (3, 9): two rows padded
     batch = {"input_ids": torch.randint(0, 120, (3, 9)) * mask, "attention_mask": mask}
@@ -111,13 +111,43 @@ def test_int8_is_cached_beside_the_export(tmp_path, monkeypatch):
     fp32 = onnx_runtime.OnnxEncoder(model, names, threads=1)
     assert quantized == [first.path] and second.path == first.path and first.path.stat().st_mtime_ns == mtime
     assert first.path.parent == fp32.path.parent and first.path.name.startswith("model-int8-")
-    assert {p.name for p in first.path.parent.iterdir()} == {"model.onnx", first.path.name}  # no partial file
+    names_there = {p.name for p in first.path.parent.iterdir()}
+    assert names_there == {"model.onnx", first.path.name, "model.onnx.sha256", first.path.name + ".sha256"}
 
     mask = torch.tensor([[1] * 9, [1] * 5 + [0] * 4])
     batch = {"input_ids": torch.randint(0, 120, (2, 9)) * mask, "attention_mask": mask}
     batch["token_type_ids"] = torch.zeros_like(mask)
     ours, ref = second(batch)[mask.bool()], fp32(batch)[mask.bool()]  # (real tokens, 32)
     assert not torch.equal(ours, ref) and torch.nn.functional.cosine_similarity(ours, ref).min() > 0.95
+
+
+@needs_onnxruntime
+@pytest.mark.parametrize("int8", [False, True])
+@pytest.mark.parametrize("damage", ["flip", "no digest"])
+def test_a_damaged_cached_export_is_named_and_written_again(tmp_path, monkeypatch, capsys, int8, damage):
+    """A cached export (or its int8 copy) with bytes flipped in its weights used to run and give garbage embeddings
+    (cosine ≈ 0 to torch) that the embedding cache then stored; now its recorded sha256 is checked on open — a
+    damaged file, or one whose digest was deleted, is named and written again, and the output matches again."""
+    monkeypatch.setattr(onnx_runtime.paths, "home", lambda: tmp_path)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    model = tiny_bert(0)
+    first = onnx_runtime.OnnxEncoder(model, names, threads=1, int8=int8)
+    mask = torch.tensor([[1] * 9, [1] * 5 + [0] * 4])
+    batch = {"input_ids": torch.randint(0, 120, (2, 9)) * mask, "attention_mask": mask}
+    batch["token_type_ids"] = torch.zeros_like(mask)
+    before = first(batch)
+    if damage == "flip":
+        blob = bytearray(first.path.read_bytes())
+        for at in range(len(blob) // 2, len(blob) // 2 + 4096):  # inside the weights
+            blob[at] ^= 0x55
+        first.path.write_bytes(bytes(blob))
+    else:
+        first.path.with_name(first.path.name + ".sha256").unlink()
+    again = onnx_runtime.OnnxEncoder(model, names, threads=1, int8=int8)
+    err = capsys.readouterr().err
+    assert str(first.path) in err and ("does not match" in err if damage == "flip" else "no recorded sha256" in err)
+    assert torch.equal(again(batch), before)
+    assert onnx_runtime.digest_problem(again.path) == ""
 
 
 def test_runtime_errors_name_the_setting(monkeypatch):

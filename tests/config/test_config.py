@@ -62,6 +62,10 @@ def test_overrides_and_types(tmp_path):
         ("", ["train.temperature=.nan"], "train.temperature=nan is not a finite number"),
         ("", ["train.contrastive_coef=.inf"], "train.contrastive_coef=inf is not a finite number"),
         ("", ["train.adam_eps=0"], "train.adam_eps must be > 0"),
+        ("", ["train.seed=9223372036854775808"], "train.seed=9223372036854775808 does not fit a 64-bit integer"),
+        ("", ["train.lr=1e400"], "train.lr=inf is not a finite number"),
+        ("? [a, b]\n: 1\n", [], "line 1: key ['a', 'b'] is a list; keys are names"),
+        ("train: {? {a: 1} : 2}\n", [], "key {'a': 1} is a dict; keys are names"),
         ("", ["train.seed=-1"], "train.seed must be ≥ 0"),
         ("", ["train.distill_coef=-0.1"], "train.distill_coef must be ≥ 0"),
         ("", ["train.objective=mrl", "train.distill_coef=0.1"], "train.distill_coef needs sparse codes"),
@@ -130,3 +134,23 @@ def test_overrides_never_change_the_callers_dict():
     raw = {"train": {"lr": 1e-4}}
     Config.from_dict(raw, ["train.lr=3e-4", "head.k=4"])
     assert raw == {"train": {"lr": 1e-4}}
+
+
+def test_every_loader_refuses_seeds_beyond_int64_and_non_finite_numbers(tmp_path):
+    """The grid's and the benchmark's configs went through the same loader without these checks: a seed ≥ 2^63
+    failed in torch.manual_seed hours in, a NaN temperature trained on NaN; an unhashable YAML key was a TypeError."""
+    from csrv2.experiments.bench.retrieval import BenchConfig
+    from csrv2.experiments.paper.grid import GridConfig
+
+    cases = [
+        (GridConfig, "tasks: [r8]\nseeds: [0, 9223372036854775808]\n", "seeds[1]=9223372036854775808 does not fit"),
+        (GridConfig, "tasks: [r8]\nbase: {train: {temperature: .nan}}\n", "base.train.temperature=nan is not a finite"),
+        (BenchConfig, "seed: 18446744073709551616\n", "seed=18446744073709551616 does not fit a 64-bit integer"),
+        (BenchConfig, "? [x]\n: 1\n", "key ['x'] is a list"),
+    ]
+    for loader, text, message in cases:
+        path = tmp_path / "c.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            loader.from_yaml(path)
+        assert message in str(err.value), (loader.__name__, str(err.value))

@@ -137,6 +137,12 @@ def test_one_file_per_split(tmp_path):
         )
     with pytest.raises(ValueError, match="split_column='part'"):
         task_from_spec(TaskSpec(name="two", path={"train": str(tmp_path / "a.csv")}, split_column="part"))
+    with pytest.raises(ValueError, match=r"data.tasks\[two\].path gives a train file and no test file"):
+        task_from_spec(TaskSpec(name="two", path={"train": str(tmp_path / "a.csv")}))  # used to score train rows
+    (tmp_path / "sub").mkdir()
+    for same in (str(tmp_path / "a.csv"), str(tmp_path / "sub" / ".." / "a.csv")):
+        with pytest.raises(ValueError, match=r"path: test and train are the same file|train and test are the same"):
+            task_from_spec(TaskSpec(name="two", path={"train": str(tmp_path / "a.csv"), "test": same}))
     with pytest.raises(ValueError, match=r"data.tasks\[two\].revision='v1' applies to hf: datasets only"):
         task_from_spec(TaskSpec(name="two", path=str(tmp_path / "a.csv"), revision="v1"))
     with pytest.raises(ValueError, match=r"data.tasks\[r\].path: a retrieval task is one folder"):

@@ -211,3 +211,28 @@ def test_skew_makes_rows_share_a_direction_and_mean_cosine_equals_the_pairwise_l
     assert np.allclose(np.linalg.norm(y, axis=1), 1, atol=1e-6)
     # nearly orthogonal rows plus 1.2·u: cosines ≈ 1.44 / (1 + 1.44)
     assert mean_cosine(y) == pytest.approx(1.44 / 2.44, abs=0.05) and mean_cosine(x) < 0.05
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["seeds=[-1]"], "seeds must be distinct integers ≥ 0"),
+        (["clustering_seeds=[]"], "clustering_seeds must be distinct integers ≥ 0"),
+        (["seeds=[9223372036854775808]"], "seeds[0]=9223372036854775808 does not fit a 64-bit integer"),
+        (["anisotropy=.nan"], "anisotropy=nan is not a finite number"),
+        (["anisotropy=-1"], "anisotropy must be ≥ 0"),
+        (["max_eval=-1"], "max_eval must be ≥ 0"),
+        (["output_dir="], "output_dir is empty"),
+        (["folds={A: [a-cls], B: 3}"], "folds.B must be a list"),
+        (["folds={A: [a-cls], 2: [b-cls]}"], "folds: key 2 must be a string"),
+        (["arms={}", "base.train.lr=0"], "base: train.lr must be > 0"),
+        (["arms={}", "base.train.temperature=.inf"], "base.train.temperature=inf is not a finite number"),
+        (["arms={}", "ks=[64]"], "base: eval.ks [64] must lie in [1, head.hidden=32]"),
+    ],
+)
+def test_every_field_of_a_folds_config_is_checked_at_load(folds_config, tmp_path, overrides, message):
+    """Folds configs used to check only folds, arms and ks: a negative seed, a NaN anisotropy or a base config that
+    no run would accept (when no arm rebuilt it) loaded and failed hours later."""
+    with pytest.raises(ConfigError) as err:
+        FoldsConfig.from_yaml(tmp_path / "folds.yaml", overrides)
+    assert message in str(err.value)

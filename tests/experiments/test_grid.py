@@ -22,6 +22,7 @@ from csrv2.data.prepare import PreparedTask, TrainingData
 from csrv2.evaluation.scoring import DenseFeaturizer, EmbeddedTask, PrefixFeaturizer, SparseFeaturizer, evaluate_task
 from csrv2.experiments.paper.grid import GridConfig, mrl_featurizer, run_grid
 from csrv2.experiments.paper.report import LABELS, PAPER
+from csrv2.files import RefusedFolder
 from csrv2.head.baselines import MRLHead, fit_pca
 from csrv2.head.sparse_head import SparseHead
 from csrv2.train.reuse import load_or_train
@@ -218,6 +219,10 @@ def test_load_or_train_retrains_an_unfinished_or_different_run(tmp_path):
     _, seconds = load_or_train(changed, data)
     assert seconds > 0  # same folder, another config: trained again
     assert Config.from_yaml(folder / "config.yaml").train.lr == 1e-3
+    (folder / "notes.md").write_text("mine")  # a file no run writes: the folder is someone's, never removed
+    with pytest.raises(RefusedFolder, match="holds files no run writes"):
+        load_or_train(config, data)
+    assert (folder / "notes.md").read_text() == "mine"
 
 
 def test_a_head_saved_before_the_spec_rename_is_reused(tmp_path):

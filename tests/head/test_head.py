@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import resource
 
 import pytest
 import scipy.sparse
@@ -394,6 +395,46 @@ def test_damaged_weights_are_named_not_loaded(tmp_path):
         SparseHead.from_pretrained(tmp_path)
     (tmp_path / "csrv2_head.json").write_text('{"d_in": 16, "hid')
     with pytest.raises(ValueError, match="csrv2_head.json: not valid JSON"):
+        SparseHead.from_pretrained(tmp_path)
+
+
+def rewrite(folder, tensors=None, **spec_changes) -> None:
+    """Rewrite a saved head's weights and / or spec with a matching weights_sha256 (a writer bug, not damage)."""
+    if tensors is not None:
+        save_file(tensors, str(folder / "head.safetensors"))
+    spec = json.loads((folder / "csrv2_head.json").read_text())
+    spec.update(spec_changes)
+    spec["weights_sha256"] = hashlib.sha256((folder / "head.safetensors").read_bytes()).hexdigest()
+    (folder / "csrv2_head.json").write_text(json.dumps(spec))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_named_not_loaded(tmp_path, bad):
+    """A head whose weights hold NaN / inf (with a matching checksum) used to load and encode every input to NaN."""
+    head = random_head()
+    head.save_pretrained(tmp_path)
+    state = {name: t.clone() for name, t in head.state_dict().items()}
+    state["b_lat"][3] = bad
+    rewrite(tmp_path, state)
+    with pytest.raises(ValueError, match="head.safetensors.*b_lat holds NaN or inf"):
+        SparseHead.from_pretrained(tmp_path)
+
+
+def test_a_spec_is_checked_against_the_weights_header_before_anything_is_allocated(tmp_path):
+    """A spec claiming 60000 × 60000 used to allocate 14 GB (the head built from the spec) before the weights were
+    read and found to be 64 × 16; now the header's shapes are compared first and nothing of the spec's size is
+    built (here 12000 × 12000: the old code's peak memory grew by ~1.2 GB)."""
+    random_head().save_pretrained(tmp_path)
+    rewrite(tmp_path, hidden=12000, d_in=12000)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    with pytest.raises(ValueError, match=r"weight has shape \[64, 16\], the spec needs \[12000, 12000\]"):
+        SparseHead.from_pretrained(tmp_path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 200_000
+    rewrite(tmp_path, hidden=64, d_in=16, k=0)
+    with pytest.raises(ValueError, match="csrv2_head.json: not a valid head spec.*k must be a positive int"):
+        SparseHead.from_pretrained(tmp_path)
+    rewrite(tmp_path, {"weight": torch.zeros(64, 16)}, k=4)
+    with pytest.raises(ValueError, match="missing or unexpected"):
         SparseHead.from_pretrained(tmp_path)
 
 

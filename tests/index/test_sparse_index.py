@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import csrv2.index.sparse_index as index_module
+from csrv2.files import sha256_file
 from csrv2.head.codes import SparseCodes
 from csrv2.index.kernels import BLOCK
 from csrv2.index.sparse_index import SparseIndex
@@ -157,16 +158,23 @@ def test_a_damaged_index_folder_is_named_and_never_searched(tmp_path):
     SparseIndex.build(random_codes(rng, 50, 16, 2)).save(tmp_path / "ix")
 
     def damaged(name: str, change, checksums: bool = False) -> str:
-        folder = tmp_path / f"bad-{name}-{len(list(tmp_path.iterdir()))}"
-        shutil.copytree(tmp_path / "ix", folder)
-        change(folder)
-        if not checksums:  # as an index saved before checksums were recorded: the structural checks must catch it
-            meta = json.loads((folder / "index.json").read_text())
-            meta.pop("sha256")
-            (folder / "index.json").write_text(json.dumps(meta))
-        with pytest.raises((ValueError, FileNotFoundError)) as err:
-            SparseIndex.load(folder)
-        return str(err.value)
+        """The error of loading a damaged copy; without `checksums` the structural checks must catch it alone, both
+        as an index saved before checksums were recorded (format /1, no marker) and as one whose checksums were
+        recomputed over the damaged arrays (a writer bug, a tool that rewrote them)."""
+        messages = []
+        for how in ("legacy", "rehashed") if not checksums else ("as saved",):
+            folder = tmp_path / f"bad-{name}-{how}"
+            shutil.copytree(tmp_path / "ix", folder)
+            change(folder)
+            if how == "legacy":
+                as_legacy(folder)
+            elif how == "rehashed":
+                rehash(folder)
+            with pytest.raises((ValueError, FileNotFoundError)) as err:
+                SparseIndex.load(folder)
+            messages.append(str(err.value))
+        assert len({m.replace(f"-{h}", "") for m, h in zip(messages, ("legacy", "rehashed"))}) == 1, messages
+        return messages[0]
 
     def edit(name: str, fn):
         def change(folder):
@@ -184,6 +192,24 @@ def test_a_damaged_index_folder_is_named_and_never_searched(tmp_path):
         "flip", edit("values", lambda a: a * 2), checksums=True
     )  # finite, in range: only the hash sees it
     assert "values.npy does not match the sha256" in flipped
+
+
+def as_legacy(folder) -> None:
+    """Make a saved index look like one saved before checksums: format /1, no sha256, no csrv2 marker."""
+    meta = json.loads((folder / "index.json").read_text())
+    for key in ("sha256", "meta_sha256"):
+        meta.pop(key, None)
+    meta["format"] = index_module.LEGACY_FORMAT
+    (folder / "index.json").write_text(json.dumps(meta))
+    (folder / "csrv2_output.json").unlink(missing_ok=True)
+
+
+def rehash(folder, **changes) -> None:
+    """Recompute index.json's checksums over the folder's arrays as they are now (after `changes` to its keys)."""
+    meta = {**json.loads((folder / "index.json").read_text()), **changes}
+    meta["sha256"] = {n: sha256_file(folder / n) if (folder / n).is_file() else d for n, d in meta["sha256"].items()}
+    meta["meta_sha256"] = index_module.meta_digest(meta)
+    (folder / "index.json").write_text(json.dumps(meta))
 
 
 def test_saving_over_an_index_replaces_it_whole(tmp_path, monkeypatch):
@@ -231,6 +257,8 @@ def test_errors_name_the_argument(tmp_path):
         index.search(np.ones((1, 4)))
     with pytest.raises(FileNotFoundError, match="index.json"):
         SparseIndex.load(tmp_path)
+    with pytest.raises(FileNotFoundError, match="absent is not a folder written by SparseIndex.save"):
+        SparseIndex.load(tmp_path / "absent")
 
 
 def test_signed_values_match_brute_force(kernel):
@@ -300,3 +328,94 @@ def test_pruned_longest_list_matches_brute_force(n, k, top, signed, seed):
     exp_s, exp_i = brute_force(docs, queries, top)
     np.testing.assert_array_equal(ids.numpy(), exp_i)
     np.testing.assert_array_equal(scores.numpy(), exp_s)
+
+
+def test_out_of_order_doc_ids_with_matching_checksums_are_named(tmp_path):
+    """Doc ids out of order inside a posting list, checksums recomputed over them (a writer bug, a tool that rewrote
+    the arrays): load(verify=True) names the list. They used to pass and then corrupt the heap in search."""
+    rng = np.random.default_rng(6)
+    SparseIndex.build(random_codes(rng, 3 * BLOCK, 8, 3)).save(tmp_path / "ix")
+    offsets, doc_ids = np.load(tmp_path / "ix" / "offsets.npy"), np.load(tmp_path / "ix" / "doc_ids.npy")
+    for name, change in (
+        ("reversed", lambda ids: ids[::-1]),  # falling
+        ("repeated", lambda ids: np.r_[ids[:1], ids[:-1]]),  # rising but not strictly: a doc twice
+    ):
+        folder = tmp_path / name
+        shutil.copytree(tmp_path / "ix", folder)
+        damaged = doc_ids.copy()
+        damaged[offsets[2] : offsets[3]] = change(doc_ids[offsets[2] : offsets[3]].copy())
+        np.save(folder / "doc_ids.npy", damaged)
+        rehash(folder)
+        with pytest.raises(ValueError, match=r"doc_ids.npy: the posting list of latent 2 is not strictly rising"):
+            SparseIndex.load(folder)
+
+
+def test_an_edited_index_json_is_named(tmp_path):
+    """index.json hashes itself: an edited n_docs (which would return documents that do not exist), or a format set
+    back to /1 to skip the checksums in a folder saved as /2, is named; with verify=False too (it costs O(1))."""
+    rng = np.random.default_rng(7)
+    SparseIndex.build(random_codes(rng, 30, 8, 2)).save(tmp_path / "ix")
+    for name, edit in (
+        ("n_docs", lambda meta: {**meta, "n_docs": 40}),
+        ("format", lambda meta: {k: v for k, v in meta.items() if k not in ("sha256", "meta_sha256")}
+         | {"format": index_module.LEGACY_FORMAT}),
+    ):  # fmt: skip
+        folder = tmp_path / name
+        shutil.copytree(tmp_path / "ix", folder)
+        meta = json.loads((folder / "index.json").read_text())
+        (folder / "index.json").write_text(json.dumps(edit(meta)))
+        for verify in (True, False):
+            with pytest.raises(ValueError, match="index.json"):
+                SparseIndex.load(folder, verify=verify)
+
+
+def test_out_of_range_indices_in_scipy_matrices_and_edited_codes_are_refused():
+    """scipy accepts a CSR matrix whose column index exceeds its width (and builds a CSC or COO one so on request);
+    a SparseCodes' index tensor can be edited after construction. Both used to reach the kernels unchecked (a
+    segfault); every build, add and search refuses them, naming the argument."""
+    index = SparseIndex.build(SparseCodes(torch.tensor([[0, 1], [2, 3]]), torch.tensor([[1.0, 0.5], [0.5, 0.5]]), 4))
+    ones = np.ones(2, np.float32)
+    wide = scipy.sparse.csr_matrix((ones, np.array([1, 10**6]), np.array([0, 1, 2])), shape=(2, 4))
+    negative = scipy.sparse.csr_matrix((ones, np.array([1, 2]), np.array([0, 1, 2])), shape=(2, 4))
+    negative.indices[1] = -3
+    falling = scipy.sparse.csr_matrix((ones, np.array([1, 2]), np.array([0, 1, 2])), shape=(2, 4))
+    falling.indptr[1] = 5
+    tall = scipy.sparse.csc_matrix((ones, np.array([0, 1]), np.array([0, 1, 2, 2, 2])), shape=(2, 4))
+    tall.indices[1] = 7
+    coo = scipy.sparse.coo_matrix((ones, (np.array([0, 1]), np.array([1, 2]))), shape=(2, 4))
+    coo.col[0] = 9
+    edited = SparseCodes(torch.tensor([[0, 1], [2, 3]]), torch.tensor([[1.0, 0.5], [0.5, 0.5]]), 4)
+    edited.indices[1, 0] = 10**7
+    inactive = SparseCodes(torch.tensor([[0, 1]]), torch.tensor([[1.0, 0.0]]), 4)
+    inactive.indices[0, 1] = -1  # an inactive slot too: postings_touched would index with it
+    for codes, message in (
+        (wide, "outside \\[0, 4\\)"),
+        (negative, "outside \\[0, 4\\)"),
+        (falling, "indptr must rise"),
+        (tall, "outside \\[0, 2\\)"),
+        (coo, "axis-1 index outside"),
+        (edited, "row 1 holds a latent index outside"),
+        (inactive, "row 0 holds a latent index outside"),
+    ):
+        for call in (SparseIndex.build, index.add, index.search, index.postings_touched):
+            with pytest.raises(ValueError, match=message):
+                call(codes)
+    assert len(index) == 2
+
+
+def test_a_block_whose_documents_all_hold_three_query_latents_is_exact(kernel):
+    """The last posting of a block whose BLOCK documents the shorter lists all flagged used to be written one past
+    the per-thread `touched` scratch (another thread's row, or past the allocation): it has BLOCK + 1 slots now."""
+    n = BLOCK + 5
+    idx = torch.tensor([[0, 1, 2]]).repeat(n, 1)
+    val = torch.ones(n, 3)
+    val[::7, 0] = 0.5  # latent 0 on every document, with two values: the longest list, scored per document
+    docs = SparseCodes(idx, val, 4)
+    queries = SparseCodes(torch.tensor([[0, 1, 2]] * 3), torch.tensor([[1.0, 1.0, 1.0]] * 3), 4)
+    index = SparseIndex.build(docs)
+    scores, ids = index.search(queries, top=5, threads=2)
+    exp_s, exp_i = brute_force(docs, queries, 5)
+    np.testing.assert_array_equal(ids.numpy(), exp_i)
+    np.testing.assert_array_equal(scores.numpy(), exp_s)
+    if kernel == "numba":
+        assert index._get_scratch(1)[2].shape[1] == BLOCK + 1

@@ -150,6 +150,11 @@ def test_existing_run_is_not_overwritten_and_resume_checks_config(tmp_path):
     changed = config(tmp_path, max_steps=3, lr=1e-3, resume=True)
     with pytest.raises(ConfigError, match="train.lr"):
         Trainer(changed, TrainingData(x, y)).fit()
+    # what cannot change the weights may change on resume (it used to be refused like train.lr)
+    harmless = config(tmp_path, max_steps=3, resume=True, log_every=1, keep_checkpoints=5)
+    harmless.eval.ks, harmless.eval.after_training = [2, 4], False
+    Trainer(harmless, TrainingData(x, y)).fit()
+    assert Config.from_yaml(tmp_path / "run" / "config.yaml").train.log_every == 1  # the config as resumed
 
 
 def test_csr_and_mrl_objectives(tmp_path):
@@ -288,7 +293,10 @@ def test_a_checkpoint_written_before_the_head_spec_rename_resumes(tmp_path):
     (old / "csrv2_head.json").rename(old / "config.json")
     state = json.loads((old / "state.json").read_text())
     state["sha256"]["config.json"] = state["sha256"].pop("csrv2_head.json")
+    for key in ("format", "state_sha256"):  # that version's state.json did not hash itself
+        state.pop(key)
     (old / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+    (old / "csrv2_output.json").unlink()  # nor did it mark its folders
     assert sorted(p.name for p in old.iterdir()) == [
         "config.json", "head.safetensors", "optimizer.pt", "rng.pt", "state.json"
     ]  # fmt: skip

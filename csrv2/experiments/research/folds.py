@@ -95,6 +95,18 @@ class FoldsConfig:
         return strict.load(cls, path, overrides)
 
     def validate(self) -> None:
+        """Every field, as a run config checks its own (types, finiteness and int64 range: the loader), then the
+        base config and every arm's config built from it."""
+        if not self.output_dir.strip():
+            raise ConfigError("output_dir is empty: name the folder (e.g. runs/live-latents)")
+        counts = {"max_per_task": self.max_per_task, "max_eval": self.max_eval, "anisotropy": self.anisotropy}
+        counts["min_usage_activations"] = self.min_usage_activations
+        for key, value in counts.items():
+            if value < 0:
+                raise ConfigError(f"{key} must be ≥ 0, got {value}")
+        for key, seeds in (("seeds", self.seeds), ("clustering_seeds", self.clustering_seeds)):
+            if not seeds or any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+                raise ConfigError(f"{key} must be distinct integers ≥ 0, at least one, got {seeds}")
         if len(self.folds) < 2:
             raise ConfigError(f"folds: need at least two folds (train on one, score the others), got {len(self.folds)}")
         seen: dict[str, str] = {}
@@ -102,6 +114,8 @@ class FoldsConfig:
             if not tasks:
                 raise ConfigError(f"folds.{fold} is empty")
             for task in tasks:
+                if not task.strip():
+                    raise ConfigError(f"folds.{fold} holds an empty task name")
                 if task in seen:
                     raise ConfigError(f"task {task!r} is in folds {seen[task]} and {fold}: a task belongs to one fold")
                 seen[task] = fold
@@ -116,24 +130,25 @@ class FoldsConfig:
             raise ConfigError(f"arms {clash} take the name of a reference row; rename them")
         if not self.ks or any(k < 1 for k in self.ks) or not self.seeds:
             raise ConfigError(f"ks must be positive and seeds non-empty, got ks={self.ks}, seeds={self.seeds}")
-        for arm in self.arms:
-            self.arm_config(arm, next(iter(self.folds)), self.seeds[0], ["task"])  # a bad override fails at load
+        for arm in (None, *self.arms):  # None: base as the per-task reference trains it; a bad override fails here
+            self.arm_config(arm, next(iter(self.folds)), self.seeds[0], ["task"])
 
     def heads(self) -> Path:
         return Path(self.heads_dir) if self.heads_dir else Path(self.output_dir) / "heads"
 
-    def arm_config(self, arm: str, fold: str, seed: int, mixture: list[str]) -> Config:
-        raw = strict.apply_overrides(self.base.to_dict(), self.arms.get(arm, []))
+    def arm_config(self, arm: str | None, fold: str, seed: int, mixture: list[str]) -> Config:
+        """The Config of `arm` (None: base alone) trained on `mixture` of `fold` with `seed`."""
+        raw = strict.apply_overrides(self.base.to_dict(), self.arms.get(arm, []) if arm is not None else [])
         raw["train"]["seed"] = seed
         raw["data"].update(mixture=list(mixture), task="", max_per_task=self.max_per_task)
         unlabeled = raw["data"].get("unlabeled") or []
         raw["data"]["unlabeled"] = [t for name in unlabeled for t in (mixture if name == "FOLD" else [name])]
         raw["eval"]["ks"] = list(self.ks)
-        raw["output_dir"] = str(self.heads() / arm / fold / f"seed{seed}")
+        raw["output_dir"] = str(self.heads() / (arm or "base") / fold / f"seed{seed}")
         try:
             return Config.from_dict(raw)
         except ConfigError as err:
-            raise ConfigError(f"arms.{arm}: {err}") from None
+            raise ConfigError(f"{'base' if arm is None else f'arms.{arm}'}: {err}") from None
 
 
 def run_folds(cfg: FoldsConfig, log: Log = print) -> dict:
