@@ -358,3 +358,20 @@ def test_an_unknown_task_fails_before_anything_trains(tmp_path):
     with pytest.raises(ConfigError, match="unknown task 'rotten-tomatos'"):
         run_grid(grid, log=lambda line: None)
     assert not (tmp_path / "run" / "heads").exists()
+
+
+def test_center_on_task_scores_each_task_with_the_head_centred_on_its_rows(tmp_path):
+    """base.eval.center_on: task moves b_pre to the mean of the scored task's rows, as `csrv2 train` scores a run."""
+    path = write_grid(tmp_path, methods=["csrv2-linear"], tasks=["toy-cls"])
+    grid = GridConfig.from_yaml(path, ["base.eval.center_on=task"])
+    records = run_grid(grid, prepare=toy, log=quiet)["records"]
+    task = toy("toy-cls").task
+    for k in KS:
+        head = SparseHead.from_pretrained(
+            Path(grid.output_dir) / "heads" / "toy-cls" / "csrv2-linear" / f"k{k}" / "seed0"
+        )
+        centred = evaluate_task(task, SparseFeaturizer(head.centred(torch.from_numpy(task.mean()))), [k], CS)[k]
+        as_trained = evaluate_task(task, SparseFeaturizer(head), [k], CS)[k]
+        rec = find(records, "csrv2-linear", "toy-cls", k)
+        assert rec["score"] == centred["score"] and rec["stats"] == centred["stats"]
+        assert rec["stats"] != as_trained["stats"]  # so a grid that ignored center_on would fail here

@@ -196,8 +196,11 @@ def run_trained(grid: GridConfig, method: str, prepared: PreparedTask) -> list[d
     records = []
     for seed in grid.seeds:
         for k in grid.trained_ks(method):
-            head, train_s = load_or_train(grid.run_config(method, k, seed, task.name), prepared.train)
+            config = grid.run_config(method, k, seed, task.name)
+            head, train_s = load_or_train(config, prepared.train)
             ks = grid.ks if k is None else [k]  # a head trained at its k is scored there only
+            if method != "mrl" and config.eval.center_on == "task":  # test-time centring on the scored rows' mean
+                head = head.centred(torch.from_numpy(task.mean()))
             featurizer = mrl_featurizer(head) if method == "mrl" else SparseFeaturizer(head)
             eval_s, res = _timed_eval(task, featurizer, ks, cs)
             records += [_record(task, method, kk, seed, res[kk], train_s=train_s, eval_s=eval_s / len(ks)) for kk in ks]
