@@ -239,6 +239,9 @@ def _fetch_and_convert(source: DataSource, downloads: Path, log) -> Path:
             (tmp / file_name).write_bytes(data)
         (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
-    folder = atomic_write_dir(converted_root() / source.folder(), write)
+    # Only a converted set replaces a converted set (its SOURCE.json also marks one written before output markers).
+    folder = atomic_write_dir(
+        converted_root() / source.folder(), write, kind="converted data set", legacy=lambda f: (f / RECORD).is_file()
+    )
     shutil.rmtree(downloads, ignore_errors=True)
     return folder
