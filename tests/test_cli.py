@@ -4,6 +4,8 @@ tests/train/test_trainer.py's SIGINT test.)"""
 
 import json
 import shlex
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -27,6 +29,20 @@ def test_every_subcommand_has_help(name, capsys):
     with pytest.raises(SystemExit) as done:
         cli.main([name, "--help"])
     assert done.value.code == 0 and f"csrv2 {name}" in capsys.readouterr().out
+
+
+HEAVY = ("torch", "scipy", "transformers", "sklearn", "datasets", "mteb", "sentence_transformers")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["data", "list"], ["assets", "list"], ["train", "--help"]])
+def test_help_and_listings_start_without_heavy_imports(argv):
+    """`csrv2 --help` and `csrv2 data list` answer in well under a second: they import none of torch, scipy & co."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "csrv2.cli", *argv], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time")}
+    assert "csrv2" in imported and not imported & set(HEAVY), sorted(imported & set(HEAVY))
 
 
 def test_shipped_configs_are_found_by_name():

