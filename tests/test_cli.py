@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from csrv2 import cli
+from csrv2.config.run_config import Config
 from csrv2.config.strict import ConfigError
+from csrv2.extras import missing_extra
 
 SUBCOMMANDS = ["train", "eval", "embed", "bench", "data", "assets", "plot", "compare"]
 
@@ -148,3 +150,84 @@ def test_a_backbone_that_cannot_be_loaded_is_one_line_and_exit_2(name, monkeypat
     assert len(lines) == 1 and lines[0].startswith("csrv2 train: error: "), lines
     with pytest.raises(type(error)):
         cli.main(["--debug", "train"])
+
+
+def write_embeddings(path, n=64, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 4
+    x = rng.normal(size=(4, d))[labels] + 0.3 * rng.normal(size=(n, d))
+    np.savez(path, embeddings=(x / np.linalg.norm(x, axis=1, keepdims=True)).astype("f4"), labels=labels)
+    return path
+
+
+def test_train_says_where_it_writes_and_overrides_get_their_own_folder(tmp_path, capsys, monkeypatch):
+    """The first run of a YAML without output_dir goes to runs/<its name>; a rerun is refused there, as before; the
+    same command with an override that changes the head trains into a folder of its own; --eval-only finds it."""
+    monkeypatch.chdir(tmp_path)
+    write_embeddings(tmp_path / "emb.npz")
+    write_embeddings(tmp_path / "test.npz", seed=1)
+    (tmp_path / "mine.yaml").write_text(
+        "data: {embeddings: emb.npz, eval_embeddings: test.npz}\nhead: {hidden: 64, k: 2}\ntrain: {max_steps: 3}\n"
+    )
+    cli.main(["train", "--config", "mine.yaml"])
+    assert "csrv2 train: run folder runs/mine\n" in capsys.readouterr().err
+    assert (tmp_path / "runs" / "mine" / "head.safetensors").is_file()
+    with pytest.raises(SystemExit) as done:
+        cli.main(["train", "--config", "mine.yaml"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "output_dir runs/mine already holds a run" in err
+    cli.main(["train", "--config", "mine.yaml", "head.k=4", "train.lr=1e-4"])
+    assert "run folder runs/mine-head.k=4-train.lr=1e-4" in capsys.readouterr().err
+    saved = Config.from_yaml(tmp_path / "runs" / "mine-head.k=4-train.lr=1e-4" / "config.yaml")
+    assert saved.head.k == 4 and saved.output_dir == "runs/mine-head.k=4-train.lr=1e-4"
+    cli.main(["train", "--config", "mine.yaml", "head.k=4", "train.lr=1e-4", "eval.ks=[2]", "--eval-only"])
+    assert "scoring the run in runs/mine-head.k=4-train.lr=1e-4" in capsys.readouterr().err
+
+
+def test_a_missing_extra_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    write_embeddings(tmp_path / "emb.npz")
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
+    argv = ["train", f"data.embeddings={tmp_path / 'emb.npz'}", f"output_dir={tmp_path / 'run'}"]
+    with pytest.raises(SystemExit) as done:
+        cli.main([*argv, "train.report_to=[tensorboard]", "train.max_steps=2"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert done.value.code == 2 and lines[-1] == (
+        "csrv2 train: error: train.report_to=['tensorboard'] needs tensorboard, which is not installed: "
+        "pip install 'csrv2[tensorboard]'"
+    )
+    assert not any("Traceback" in line for line in lines)
+    # any csrv2 code path that meets a missing optional module says the same, naming the module's extra
+    err = ModuleNotFoundError("No module named 'qdrant_client'", name="qdrant_client")
+    assert str(missing_extra(err)) == "qdrant-client, which is not installed: pip install 'csrv2[qdrant]'"
+    assert missing_extra(ModuleNotFoundError("No module named 'nope'", name="nope")) is None
+
+
+def test_embed_out_writes_the_npz_files_a_toy_config_trains_on(tmp_path, capsys, monkeypatch, fake):
+    """`csrv2 embed --config <task config> --out FILE.npz` writes the train split and a classification task's test
+    split; configs/toy.yaml, pointed at them, trains and scores."""
+    monkeypatch.chdir(tmp_path)
+    rows = ["text,label"] + [f"{'cats' if i % 2 else 'bonds'} {'x' * i},{i % 2}" for i in range(40)]
+    (tmp_path / "small.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "task.yaml").write_text("data:\n  task: small\n  tasks: [{name: small, path: small.csv}]\n")
+    cli.main(["embed", "--config", "task.yaml", "--out", "runs/toy_embeddings.npz"])
+    assert capsys.readouterr().err.splitlines()[-2:] == [
+        "wrote runs/toy_embeddings.npz",
+        "wrote runs/toy_embeddings_test.npz",
+    ]
+    with np.load(tmp_path / "runs" / "toy_embeddings.npz") as train, np.load("runs/toy_embeddings_test.npz") as test:
+        assert train["embeddings"].shape == (32, 4) and test["embeddings"].shape == (8, 4)
+        assert train["labels"].dtype == np.int64 and set(test["labels"]) == {0, 1}
+    cli.main(["train", "--config", "toy", "head.hidden=16", "train.max_steps=2", "eval.ks=[2]"])
+    captured = capsys.readouterr()
+    assert "run folder runs/toy-head.hidden=16-train.max_steps=2" in captured.err
+    assert "| toy_embeddings_test | classification |" in captured.out
+
+
+def test_a_missing_embeddings_file_says_how_to_make_one(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        cli.main(["train", "--config", "toy"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert done.value.code == 2 and len(err) == 2 and err[0] == "csrv2 train: run folder runs/toy"
+    assert "runs/toy_embeddings_test.npz does not exist" in err[1]
+    assert "csrv2 embed --config quickstart --out runs/toy_embeddings.npz" in err[1]

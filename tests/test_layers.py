@@ -1,7 +1,7 @@
 """The import graph between csrv2's subpackages (parsed with ast, nothing imported): one direction, no cycle.
 
 MAY_IMPORT is the architecture in one table (docs/architecture.md draws it): what each subpackage may import besides
-itself. A module's part is its subpackage (csrv2/head/codes.py → "head"); the basics (paths, files, hub, distributed)
+itself. A module's part is its subpackage (csrv2/head/codes.py → "head"); the basics (paths, files, hub, distributed, extras)
 sit below everything, and the top (the `csrv2` command, export, the loaders of a trained model) above everything but
 the experiments, which the command imports lazily so that `csrv2 train` does not load the benchmarks.
 """
@@ -15,7 +15,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "csrv2"
 
-BASICS = {"paths", "files", "hub", "distributed"}
+BASICS = {"paths", "files", "hub", "distributed", "extras"}
 TOP = {"", "cli", "export", "model"}  # "" is csrv2/__init__.py
 
 MAY_IMPORT = {

@@ -35,11 +35,10 @@ from pathlib import Path
 
 import torch
 
-from csrv2 import paths
+from csrv2 import extras, paths
 from csrv2.files import atomic_write, digest_problem, record_digest
 
 OPSET = 17  # ONNX opset of the export: LayerNormalization is one op from 17 on
-INSTALL_HINT = "pip install 'csrv2[onnx]' (onnx and onnxruntime)"
 # quantize_dynamic's options for runtime onnx-int8 (part of the int8 file's name). Measured on 300 R8 texts, one
 # thread: per_channel=False gave cosine to torch ≥ 0.93 only (≥ 0.986 with it); reduce_range (7-bit weights, for
 # CPUs without VNNI) ≥ 0.72; QUInt8 weights ran slower than fp32; excluding the FFN output MatMuls (≥ 0.995) was
@@ -48,12 +47,8 @@ INT8_SETTINGS = {"op_types_to_quantize": ["MatMul"], "per_channel": True, "reduc
 
 
 def import_onnxruntime():
-    """The onnxruntime module, or an ImportError that names the extra to install."""
-    try:
-        import onnxruntime
-    except ImportError as err:
-        raise ImportError(f"backbone.runtime=onnx (and onnx-int8) needs onnxruntime: {INSTALL_HINT}") from err
-    return onnxruntime
+    """The onnxruntime module, or a MissingExtra (an ImportError) that names the extra to install."""
+    return extras.require("onnxruntime", "backbone.runtime=onnx (and onnx-int8)")
 
 
 def _version(package: str) -> str:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from csrv2 import extras
 from csrv2.backbone.encoders import VISION_CONFIG, TextEncoder, load_backbone, pool
 from csrv2.config.run_config import BackboneConfig, TrainConfig
 
@@ -115,10 +116,8 @@ class TrainableVisionBackbone(nn.Module):
 
 
 def _with_lora(model: nn.Module, train: TrainConfig) -> nn.Module:
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError as err:
-        raise ImportError("train.backbone=lora needs peft: pip install peft (or the csrv2[extras] extra)") from err
+    peft = extras.require("peft", "train.backbone=lora")
+    LoraConfig, get_peft_model = peft.LoraConfig, peft.get_peft_model
     targets = train.lora_target_modules or None  # None: peft's default for the model type
     config = LoraConfig(r=train.lora_r, lora_alpha=train.lora_alpha, lora_dropout=0.0, target_modules=targets)
     try:

@@ -16,7 +16,7 @@ import yaml
 
 from csrv2.config import strict
 from csrv2.config.strict import ConfigError
-from csrv2.config.task_spec import TaskSpec
+from csrv2.config.task_spec import TaskSpec, read_run_yaml
 
 # Keys a config once held elsewhere: (old dotted key → new dotted key); loading an old run folder moves them.
 MOVED_KEYS = {"head.recon_4k_coef": "train.recon_4k_coef", "head.aux_coef": "train.aux_coef"}
@@ -238,8 +238,8 @@ class Config:
 
     @classmethod
     def from_yaml(cls, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-        """Load YAML (only differences from the defaults), then apply `section.key=value` overrides."""
-        raw = strict.read_yaml(path) if path is not None else {}
+        """Load YAML (only differences from the defaults; input paths relative to its folder), then overrides."""
+        raw = read_run_yaml(path)  # relative input paths read from the YAML's folder where they exist there
         try:
             return cls.from_dict(raw, overrides)
         except ConfigError as err:

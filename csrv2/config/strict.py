@@ -18,7 +18,7 @@ import math
 import textwrap
 import types
 import typing
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -68,11 +68,19 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
-def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
+def load(
+    cls: type[T],
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    prepare: Callable[[dict, Path], Any] | None = None,
+) -> T:
     """Build `cls` from a YAML file (None → defaults) and `key.sub=value` overrides; errors name the file.
 
-    If `cls` has a `validate()` method it runs last."""
+    prepare(raw, the YAML's folder) may change the raw mapping first (relative paths). If `cls` has a `validate()`
+    method it runs last."""
     raw = read_yaml(path) if path is not None else {}
+    if prepare is not None and path is not None:
+        prepare(raw, Path(path).parent)
     try:
         obj = build(cls, apply_overrides(raw, overrides), "")
         if hasattr(obj, "validate"):

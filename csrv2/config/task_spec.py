@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
+
+from csrv2.config import strict
 
 # What a task can be: its MTEB type decides how a split is scored and how contrastive labels are made.
 TASK_TYPES = (
@@ -44,3 +47,33 @@ class TaskSpec:
     """Seed of the held-out split."""
     revision: str = ""
     """hf: datasets: the branch, tag or commit to load; empty → the default branch."""
+
+
+def resolve_input_paths(raw: dict, folder: str | Path) -> dict:
+    """A run config's raw YAML mapping with its relative input paths — data.tasks[].path (one file, a folder, or one
+    per split) and data.embeddings / data.eval_embeddings — read from `folder`, the YAML file's own, where a file or
+    folder of that name exists there; otherwise they stay relative to the current folder (as configs written before
+    this rule expect). `hf:` ids, absolute paths and whatever is not a string are left alone. Changes `raw` in place."""
+    data = raw.get("data") if isinstance(raw, dict) else None
+    if not isinstance(data, dict):
+        return raw
+
+    def resolve(value):
+        if not isinstance(value, str) or not value or value.startswith("hf:") or Path(value).expanduser().is_absolute():
+            return value
+        there = Path(folder) / value
+        return str(there.resolve()) if there.exists() else value
+
+    for key in ("embeddings", "eval_embeddings"):
+        if key in data:
+            data[key] = resolve(data[key])
+    for spec in data.get("tasks") or []:
+        if isinstance(spec, dict) and "path" in spec:
+            path = spec["path"]
+            spec["path"] = {k: resolve(v) for k, v in path.items()} if isinstance(path, dict) else resolve(path)
+    return raw
+
+
+def read_run_yaml(path: str | Path | None) -> dict:
+    """A run config's YAML (strict.read_yaml) with its relative input paths resolved (resolve_input_paths); None → {}."""
+    return resolve_input_paths(strict.read_yaml(path), Path(path).parent) if path is not None else {}

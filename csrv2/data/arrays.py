@@ -19,7 +19,11 @@ def load_arrays(path: str | Path, field: str = "data.embeddings") -> Arrays:
     """Read (embeddings (N, d), labels (N,) | None); a .npy is memory-mapped. `field` names the config key in errors."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{field}: {path} does not exist")
+        raise FileNotFoundError(
+            f"{field}: {path} does not exist (a .npy, or a .npz with `embeddings` and `labels`; `csrv2 embed --config "
+            f"quickstart --out {path.with_name(path.stem.removesuffix('_test') + '.npz')}` writes one from R8, any "
+            "run config with data.task from its task)"
+        )
     if path.suffix == ".npy":
         return np.load(path, mmap_mode="r"), None
     if path.suffix != ".npz":

@@ -28,6 +28,7 @@ from csrv2.data.fetch import set_folder
 from csrv2.data.sources import SOURCES
 from csrv2.data.stacked_rows import StackedRows
 from csrv2.data.tasks import ROLES, EmbeddedTask, Split, Task
+from csrv2.files import atomic_write
 
 
 @dataclass
@@ -367,6 +368,32 @@ def fill(config: Config) -> list[str]:
             + ", ".join(f"{role} {task.arrays[role].shape[0]}" for role in ROLES[task.type])
         )
     return done
+
+
+def write_arrays(config: Config, out: str | Path) -> list[Path]:
+    """data.task's train split embedded as `out`, a .npz with `embeddings` (N, d) and `labels` (N,): what
+    data.embeddings reads. A classification task's test split goes beside it as <name>_test.npz (for
+    data.eval_embeddings). Returns the files written (`csrv2 embed --out`; configs/toy.yaml trains on them)."""
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise ConfigError(f"--out {out}: name a .npz file (data.embeddings reads .npz with embeddings and labels)")
+    if not config.data.task or config.data.mixture:
+        raise ConfigError("--out writes one task's embeddings: set data.task (not data.mixture)")
+    prepared = prepare_task(config.data.task, config)
+    parts = [(out, prepared.train.embeddings, prepared.train.labels)]
+    task = prepared.task
+    if task.type in ("classification", "image_classification"):
+        test = out.with_name(f"{out.stem}_test.npz")
+        parts.append((test, task.arrays["test"], task.gold["test_labels"]))
+
+    def npz(x, y):
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez would add .npz to the temporary name
+                np.savez(f, embeddings=_f32(x), labels=np.asarray(y, dtype=np.int64))
+
+        return write
+
+    return [atomic_write(path, npz(x, y)) for path, x, y in parts]
 
 
 def _f32(x) -> np.ndarray:

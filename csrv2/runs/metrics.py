@@ -14,21 +14,17 @@ from pathlib import Path
 
 import torch
 
-from csrv2 import distributed
-from csrv2.config.strict import ConfigError
+from csrv2 import distributed, extras
 from csrv2.files import atomic_write_text
 from csrv2.runs.layout import TENSORBOARD_DIR
 
 
 def tensorboard_writer_class():
-    """torch's SummaryWriter; a missing tensorboard package is a ConfigError naming the extra to install."""
+    """torch's SummaryWriter; a missing tensorboard package is a MissingExtra naming the extra to install."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # ImportError without the tensorboard package
     except ImportError as err:
-        raise ConfigError(
-            f"train.report_to=['tensorboard'] needs the tensorboard package ({err}): "
-            "pip install 'csrv2[tensorboard]' (or pip install tensorboard)"
-        ) from None
+        raise extras.MissingExtra(extras.message("tensorboard", "train.report_to=['tensorboard']")) from err
     return SummaryWriter
 
 

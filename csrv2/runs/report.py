@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from csrv2 import extras
 from csrv2.config.run_config import Config
 from csrv2.config.strict import ConfigError, flatten
 from csrv2.files import atomic_write
@@ -45,10 +46,7 @@ def curves(run_dir: str | Path) -> dict[str, tuple[list[int], list[float]]]:
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, dict]:
     """Draw curves(run_dir) to a PNG (default <run_dir>/curves.png, written atomically); returns (path, curves)."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as err:
-        raise ImportError(f"csrv2 plot needs matplotlib ({err}): pip install 'csrv2[extras]'") from None
+    Figure = extras.require("matplotlib.figure", "csrv2 plot").Figure
     run_dir = Path(run_dir)
     data = curves(run_dir)
     cols = 3

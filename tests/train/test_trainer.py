@@ -19,6 +19,7 @@ from csrv2.config.run_config import ConfigError
 from csrv2.data.prepare import TrainingData, training_data
 from csrv2.data.stacked_rows import StackedRows
 from csrv2.distributed import World
+from csrv2.extras import MissingExtra
 from csrv2.head.k_annealing import KAnnealing
 from csrv2.runs.backbone_record import backbone_record
 from csrv2.runs.checkpoint import verify_checkpoint
@@ -464,6 +465,8 @@ def test_report_to_tensorboard_writes_the_metrics_lines(tmp_path):
 def test_report_to_without_tensorboard_names_the_extra_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
     x, y = clustered(n=100)
-    with pytest.raises(ConfigError, match=r"pip install 'csrv2\[tensorboard\]'"):
+    with pytest.raises(
+        MissingExtra, match=r"needs tensorboard, which is not installed: pip install 'csrv2\[tensorboard\]'"
+    ):
         Trainer(config(tmp_path, max_steps=2, report_to=["tensorboard"]), TrainingData(x, y)).fit()
     assert not (tmp_path / "run").exists()

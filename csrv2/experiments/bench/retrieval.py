@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from csrv2 import paths
+from csrv2 import extras, paths
 from csrv2.backbone.embeddings import embed_texts, get_encoder
 from csrv2.backbone.encoders import resolve_model_path
 from csrv2.config.run_config import Config, DataConfig, strict
@@ -303,7 +303,8 @@ def run(config: BenchConfig, command: str = "", log: Log = print) -> dict:
     if config.st_training_steps and not measure.installed("sentence_transformers"):
         missing["st_training_steps"] = "sentence_transformers"
     if missing:
-        raise RuntimeError(f"not installed: {missing} (pip install 'csrv2[extras]'), or drop those methods")
+        needs = ", ".join(f"{method} needs {module}" for method, module in missing.items())
+        raise extras.MissingExtra(f"{needs}, not installed: pip install 'csrv2[extras]', or drop those methods")
     data, emb, q_rows, pool = embedded_texts(config)
     emb_q, emb_pool = np.asarray(emb[q_rows]), np.asarray(emb[pool])  # (Q, d), (P, d)
     labels_q, labels_pool, labelled_q = data.labels[q_rows], data.labels[pool], data.labelled[q_rows]

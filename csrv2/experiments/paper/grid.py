@@ -32,6 +32,7 @@ from torch import nn
 
 from csrv2.config.run_config import Config, strict
 from csrv2.config.strict import ConfigError
+from csrv2.config.task_spec import resolve_input_paths
 from csrv2.data.prepare import PreparedTask, TrainingData, check_inputs, evaluation_config, prepare_task
 from csrv2.evaluation.scoring import (
     DenseFeaturizer,
@@ -49,6 +50,12 @@ from csrv2.train.reuse import load_or_train
 TRAINED = {"mrl": "mrl", "csr": "csr", "csrv2-linear": "csrv2", "csrv2-finetune": "csrv2"}  # method → train.objective
 Prepare = Callable[[str, Config], PreparedTask]  # (task name, the config whose backbone embeds it) → PreparedTask
 Log = Callable[[str], None]
+
+
+def _base_paths(raw: dict, folder: Path) -> None:
+    """base's relative input paths read from the YAML's folder, as a run config's are (resolve_input_paths)."""
+    if isinstance(raw.get("base"), dict):
+        resolve_input_paths(raw["base"], folder)
 
 
 @dataclass
@@ -86,7 +93,7 @@ class GridConfig:
     def from_yaml(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> GridConfig:
         """Strict (csrv2.config.strict): an unknown key, a wrong type or a duplicate key raises ConfigError naming it.
         Overrides: `ks=[2,4]`, `base.train.lr=4e-4` (dotted keys reach into `base`)."""
-        return strict.load(cls, path, overrides)
+        return strict.load(cls, path, overrides, prepare=_base_paths)
 
     def validate(self) -> None:
         """Checks the grid, then builds the Config of every run it will train (so a bad base fails at load)."""

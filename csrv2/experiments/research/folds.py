@@ -35,6 +35,7 @@ import torch
 
 from csrv2.config.run_config import Config, strict
 from csrv2.config.strict import ConfigError
+from csrv2.config.task_spec import resolve_input_paths
 from csrv2.data.prepare import PreparedTask, TrainingData, check_inputs, mixture_training_data, prepare_task
 from csrv2.evaluation.scoring import DenseFeaturizer, SparseFeaturizer, evaluate_task
 from csrv2.evaluation.usage import latent_counts, usage_stats
@@ -49,6 +50,12 @@ from csrv2.train.reuse import load_or_train
 
 REFERENCES = ("dense", "per-task", "random")
 SCORES_FILE = "fold_scores.json"  # a head's records, reused by a rerun (see _scores)
+
+
+def _base_paths(raw: dict, folder: Path) -> None:
+    """base's relative input paths read from the YAML's folder, as a run config's are (resolve_input_paths)."""
+    if isinstance(raw.get("base"), dict):
+        resolve_input_paths(raw["base"], folder)
 
 
 @dataclass
@@ -92,7 +99,7 @@ class FoldsConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> FoldsConfig:
-        return strict.load(cls, path, overrides)
+        return strict.load(cls, path, overrides, prepare=_base_paths)
 
     def validate(self) -> None:
         """Every field, as a run config checks its own (types, finiteness and int64 range: the loader), then the
