@@ -3,15 +3,21 @@ SparseAutoEncoder opens as a SparseHead with the same tensors and codes; what cs
 
 import dataclasses
 import json
+import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import save_file
 
 import csrv2
-from csrv2 import SparseHead
+from csrv2 import Config, SparseHead
 from csrv2.backbone.encoders import TextEncoder
 from csrv2.config.run_config import BackboneConfig, HeadConfig
+from csrv2.evaluation.score_run import evaluate_run
+from csrv2.evaluation.scoring import cosine_matrix
 from csrv2.export import st_classes, to_sentence_transformers
 from csrv2.head.st_format import from_csrv2
 
@@ -45,7 +51,7 @@ def test_an_exported_run_opens_in_sentence_transformers_with_the_same_codes(tiny
         "Normalize",
         "SparseAutoEncoder",
     ]
-    assert "SparseEncoder" in (out / "README.md").read_text()  # ST's own model card
+    assert 'SparseEncoder("' in (out / "README.md").read_text()  # csrv2's card, with the SparseEncoder snippet
     assert "a csrv2 sparse head" in (tiny_run / "README.md").read_text()  # the run keeps its own
     assert json.loads((out / "3_SparseAutoEncoder" / "config.json").read_text()) == {
         "input_dim": 384,
@@ -200,3 +206,79 @@ def test_an_export_replaces_a_previous_export_only(tiny_run, tmp_path):
     with pytest.raises(RefusedFolder, match="not a sentence-transformers export written by csrv2"):
         to_sentence_transformers(tiny_run, out)
     assert (out / "modules.json").read_text() == "[]"
+
+
+@pytest.fixture(scope="module")
+def scored_run(tiny_run, tmp_path_factory):
+    """tiny_run with eval.json (k = 2, 4), as `csrv2 train` leaves a run."""
+    run = shutil.copytree(tiny_run, tmp_path_factory.mktemp("scored") / "run")
+    evaluate_run(
+        Config.from_yaml(run / "config.yaml", [f"output_dir={run}", "eval.ks=[2,4]"]), SparseHead.from_pretrained(run)
+    )
+    return run
+
+
+def front_matter(card: str) -> tuple[dict, str]:
+    assert card.startswith("---\n")
+    _, meta, body = card.split("---\n", 2)
+    return yaml.safe_load(meta), body
+
+
+def test_the_model_folder_carries_one_card_with_hub_metadata_and_the_runs_scores(scored_run, tmp_path):
+    """The folder that push_to_hub uploads: its README.md is csrv2's card with the hub's metadata (model-index from
+    eval.json), "trained with csrv2", usage for csrv2, SparseEncoder and Qdrant, and the similarity (cosine) that
+    sentence-transformers is told to use too."""
+    out = csrv2.load(scored_run, device="cpu").save(tmp_path / "model", name="me/tiny-k4")
+    meta, body = front_matter((out / "README.md").read_text())
+    assert meta["library_name"] == "sentence-transformers" and meta["pipeline_tag"] == "feature-extraction"
+    assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2" and meta["license"] == "apache-2.0"
+    assert {"csrv2", "sparse-encoder", "sentence-transformers"} <= set(meta["tags"]) and "datasets" not in meta
+    scores = json.loads((scored_run / "eval.json").read_text())["tiny"]["sparse"]
+    ((entry,),) = [m["results"] for m in meta["model-index"]]
+    assert meta["model-index"][0]["name"] == "me/tiny-k4"
+    assert entry["task"] == {"type": "Classification"} and entry["dataset"]["name"] == "tiny"
+    assert [(m["type"], m["value"]) for m in entry["metrics"]] == [
+        ("accuracy", round(100 * scores[k]["score"], 2)) for k in ("2", "4")
+    ]
+    assert "trained with csrv2" in body and "This is a [sentence-transformers]" not in body
+    for snippet in ('csrv2.load("me/tiny-k4")', 'SparseEncoder("me/tiny-k4")', "max_active_dims=4", "QdrantSparse"):
+        assert snippet in body
+    assert "## Similarity" in body and "cosine" in body and "| tiny | classification |" in body
+    blocks = [b.split("```", 1)[0] for b in body.split("```python\n")[1:]]
+    assert len(blocks) == 3  # csrv2, SparseEncoder, Qdrant: each runs as written on the folder (the repo id → it)
+    for block in blocks:
+        scope: dict = {}
+        exec(block.replace('"me/tiny-k4"', repr(str(out))), scope)
+        scores = scope.get("scores")
+        assert scores is not None and len(scores) > 0, block
+    st_config = json.loads((out / "config_sentence_transformers.json").read_text())
+    assert st_config["similarity_fn_name"] == "cosine" and st_config["prompts"] == {"query": "query: ", "document": ""}
+    assert json.loads((out / "csrv2_backbone.json").read_text())["finetuned"] == "."
+    assert (out / "eval.json").read_bytes() == (scored_run / "eval.json").read_bytes()
+    run_meta, run_body = front_matter((scored_run / "README.md").read_text())  # the run's own card: the same, for csrv2
+    assert run_meta["library_name"] == "csrv2" and run_meta["model-index"][0]["results"] == [entry]
+    assert "csrv2.load(" in run_body and "SparseEncoder(" not in run_body
+
+
+def test_csrv2_and_sentence_transformers_open_the_model_folder_with_the_same_codes_and_similarity(tiny_run, tmp_path):
+    """csrv2.load(folder) encodes exactly as the run; SparseEncoder(folder) within float tolerance; both similarities
+    are csrv2's cosine, with an exact 0 for codes that share no latent."""
+    out = to_sentence_transformers(tiny_run, tmp_path / "st")
+    run, folder = csrv2.load(tiny_run, device="cpu"), csrv2.load(out, device="cpu")
+    assert Path(folder.backbone_config.name) == out
+    for k in (2, 8):
+        a, b = run.encode(TEXTS, k), folder.encode(TEXTS, k)
+        assert torch.equal(a.indices, b.indices) and torch.equal(a.values, b.values)
+    q, d = folder.encode_query(TEXTS[:3], k=4), folder.encode_document(TEXTS, k=4)
+    assert torch.equal(q.values, run.encode(TEXTS[:3], 4, kind="query").values)
+    sim = folder.similarity(q, d)
+    assert sim.shape == (3, len(TEXTS)) and sim.dtype == torch.float32
+    np.testing.assert_allclose(sim.numpy(), cosine_matrix(q.to_scipy(), d.to_scipy()), rtol=1e-6)
+    torch.testing.assert_close(folder.similarity(q.to_dense(), d.to_dense().numpy()), sim)
+    shared = (q.to_dense()[:, None, :] * d.to_dense()[None]).ne(0).any(-1)
+    assert (sim[~shared] == 0).all() and (sim[shared] != 0).all()
+    st = SparseEncoder(str(out), device="cpu")
+    assert st.similarity_fn_name == "cosine"
+    st_q = st.encode_query(TEXTS[:3], max_active_dims=4, convert_to_sparse_tensor=False)
+    st_d = st.encode_document(TEXTS, max_active_dims=4, convert_to_sparse_tensor=False)
+    torch.testing.assert_close(st.similarity(st_q, st_d).float(), sim, **TIGHT)

@@ -158,36 +158,55 @@ def fake_hub(monkeypatch, repos: dict):
     return calls
 
 
-def test_push_to_hub_uploads_only_what_loading_needs(tiny_run, tmp_path, monkeypatch):
+def fake_upload(monkeypatch, pushed):
+    """huggingface_hub's create_repo, create_branch, upload_folder as recorders; each upload's folder is copied to
+    pushed/<n> (the folder that would be pushed, kept after push_to_hub removed its temporary copy)."""
     import huggingface_hub
-    from huggingface_hub.utils import filter_repo_objects
 
     calls = []
+
+    def record(name):
+        def call(*args, **kwargs):
+            calls.append((name, args, kwargs))
+            if name == "upload_folder":
+                shutil.copytree(kwargs["folder_path"], pushed / str(len(calls)))
+
+        return call
+
     for name in ("create_repo", "create_branch", "upload_folder"):
-        monkeypatch.setattr(huggingface_hub, name, lambda *a, _n=name, **kw: calls.append((_n, a, kw)))
+        monkeypatch.setattr(huggingface_hub, name, record(name))
+    return calls
+
+
+def test_push_to_hub_uploads_the_model_folder_only(tiny_run, tmp_path, monkeypatch):
+    """The run goes up as its model folder (csrv2.model_folder): sentence-transformers' files, the head, its record,
+    eval.json and the card; never checkpoints, metrics or config.yaml. The pushed folder opens in csrv2 with the run's
+    codes; a folder SparseModel.save wrote goes up as it is."""
+    calls = fake_upload(monkeypatch, tmp_path / "pushed")
     run = shutil.copytree(tiny_run, tmp_path / "run")
     (run / "eval.json").write_text("{}")
     assert any(p.name.startswith("step_") for p in run.iterdir()) and (run / "metrics.jsonl").is_file()
     files = csrv2.push_to_hub(run, "me/tiny-head", revision="v1", private=True, token="t0k")
-    # README.md: the model card every trained run has (the hub shows it as the repo's page)
-    expected = ["README.md", "csrv2_backbone.json", "csrv2_head.json", "eval.json", "head.safetensors"]
-    assert files == expected
+    for name in ("README.md", "csrv2_backbone.json", "csrv2_head.json", "eval.json", "head.safetensors"):
+        assert name in files
+    for name in ("modules.json", "config_sentence_transformers.json", "model.safetensors", "tokenizer.json"):
+        assert name in files
+    assert "3_SparseAutoEncoder/model.safetensors" in files and "1_Pooling/config.json" in files
+    assert not [f for f in files if f.startswith("step_") or f in ("metrics.jsonl", "config.yaml", "run.json")]
     assert [c[0] for c in calls] == ["create_repo", "create_branch", "upload_folder"]
     assert calls[0][1] == ("me/tiny-head",) and calls[0][2]["private"] is True and calls[0][2]["token"] == "t0k"
     assert calls[1][2]["branch"] == "v1"
     upload = calls[2][2]
-    assert upload["repo_id"] == "me/tiny-head" and upload["revision"] == "v1" and upload["folder_path"] == str(run)
-    every = sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file())
-    assert sorted(filter_repo_objects(every, allow_patterns=upload["allow_patterns"])) == expected
+    assert upload["repo_id"] == "me/tiny-head" and upload["revision"] == "v1"
+    pushed = tmp_path / "pushed" / "3"
+    assert sorted(p.relative_to(pushed).as_posix() for p in pushed.rglob("*") if p.is_file()) == files
+    assert 'csrv2.load("me/tiny-head")' in (pushed / "README.md").read_text()  # the card names the repo
+    assert_same_codes(csrv2.load(pushed, device="cpu").encode(TEXTS, 2), csrv2.load(run, device="cpu").encode(TEXTS, 2))
 
-    local = tmp_path / "local-backbone"  # a backbone only this machine has: refused before anything is uploaded
-    local.mkdir()
-    record = json.loads((run / BACKBONE_RECORD).read_text())
-    (run / BACKBONE_RECORD).write_text(json.dumps({**record, "name": str(local), "revision": None}))
     calls.clear()
-    with pytest.raises(ValueError, match="local folder .*local-backbone"):
-        csrv2.push_to_hub(run, "me/tiny-head")
-    assert calls == []
+    saved = csrv2.load(run, device="cpu").save(tmp_path / "saved")
+    assert csrv2.push_to_hub(saved, "me/tiny-head") == files
+    assert (tmp_path / "pushed" / "2" / "head.safetensors").read_bytes() == (saved / "head.safetensors").read_bytes()
 
 
 def test_load_and_from_pretrained_take_a_hub_id(tiny_run, tmp_path, monkeypatch):

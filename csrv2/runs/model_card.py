@@ -2,11 +2,13 @@
 
     write_model_card(run_dir)     render and write <run_dir>/README.md atomically (the trainer calls it when the
                                   final head is saved, run_eval again after writing eval.json)
-    render_model_card(run_dir)    the markdown, from config.yaml, data.json, metrics.jsonl, eval.json and run.json
+    render_model_card(run_dir, name, model_folder)   the markdown, from config.yaml, data.json, metrics.jsonl,
+                                  eval.json, run.json and csrv2_backbone.json
     format_results(results)       the evaluation table (the one `csrv2 train` prints)
 
-The card describes the run folder itself. A sentence-transformers export (csrv2.export) is a separate folder, which
-sentence-transformers fills with its own README.md; exporting into the run folder is refused there.
+One card for the run folder and for the model folder written from it (csrv2.model_folder: SparseModel.save,
+csrv2.export, push_to_hub), which sentence-transformers and csrv2 both open: the hub's metadata, usage for csrv2,
+sentence-transformers and Qdrant, the similarity the scores use (csrv2.runs.hub_card), then what the run was.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 from csrv2.config.run_config import Config
 from csrv2.files import atomic_write_text
 from csrv2.head.k_annealing import KAnnealing
-from csrv2.runs.layout import CARD_FILE, CONFIG_FILE, DATA_RECORD, EVAL_FILE, METRICS_FILE
+from csrv2.runs.hub_card import hub_metadata, usage_lines
+from csrv2.runs.layout import BACKBONE_RECORD, CARD_FILE, CONFIG_FILE, DATA_RECORD, EVAL_FILE, METRICS_FILE
 from csrv2.runs.metrics import read_metrics
 from csrv2.runs.provenance import FROM_PYTHON, read_run_record
 
@@ -68,8 +71,10 @@ def _rows(pairs: list[tuple[str, object]]) -> list[str]:
     return ["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in pairs)]
 
 
-def render_model_card(run_dir: str | Path) -> str:
-    """The markdown of the card (see the module docstring for the sources). Needs the run's config.yaml."""
+def render_model_card(run_dir: str | Path, name: str | None = None, model_folder: bool = False) -> str:
+    """The markdown of the card (see the module docstring for the sources). Needs the run's config.yaml.
+    name: what the usage snippets load (a hub id, a folder; default "path/to/this/folder"). model_folder: the card of
+    a folder sentence-transformers opens too (its snippet, library_name sentence-transformers)."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{run_dir / 'config.yaml'} not found: a model card describes a csrv2 run folder")
@@ -80,19 +85,19 @@ def render_model_card(run_dir: str | Path) -> str:
     results = read_eval(run_dir)
     sessions = read_run_record(run_dir)["sessions"]
 
-    lines = [f"# {run_dir.name}: a csrv2 sparse head", ""]
+    record = read_json_file(run_dir / BACKBONE_RECORD) or {}
+    backbone_name = None if d.embeddings else record.get("name", b.name)
+    trained_on = {d.task, *d.mixture, *d.unlabeled}
+    hf_sets = [s.path[3:].split(":")[0] for s in d.tasks if s.name in trained_on and str(s.path).startswith("hf:")]
     sparse = t.objective != "mrl"
+    title = name or run_dir.name
+    lines = [hub_metadata(title, backbone_name, results if sparse else None, hf_sets, model_folder and sparse)]
+    on = f" on `{backbone_name}`" if backbone_name else ""
+    lines += [f"# {title}: a csrv2 sparse head{on}", ""]
     what = f"A TopK sparse head (h = {h.hidden} latents, k = {h.k} active)" if sparse else "A Matryoshka (MRL) head"
-    lines += [f"{what} trained with objective `{t.objective}` by csrv2.", ""]
+    lines += [f"{what}{on}, trained with csrv2 (objective `{t.objective}`).", ""]
     if sparse:
-        lines += [
-            "```python",
-            "import csrv2",
-            'model = csrv2.load("path/to/this/folder")   # the head and the backbone recorded beside it',
-            f'codes = model.encode(["a text"], k={h.k})',
-            "```",
-            "",
-        ]
+        lines += usage_lines(name or "path/to/this/folder", h.k, model_folder)
 
     lines += ["## Backbone", ""]
     if d.embeddings:
@@ -128,7 +133,10 @@ def render_model_card(run_dir: str | Path) -> str:
         lines += ["Not evaluated yet (no eval.json): `csrv2 train --config <this config.yaml> --eval-only`.", ""]
     else:
         lines += [
-            "Scores ×100 (dead %: latents never active on the test split), from `eval.json`:",
+            "Scores × 100 from `eval.json`, by csrv2's scoring (cosine throughout; classification: logistic-regression "
+            "accuracy, sts: Spearman, retrieval: nDCG@10, ...). dense: the backbone's embeddings without the head; "
+            "k = n: the codes with n active latents (a top-n of the same head); dead %: latents never active on the "
+            "test split.",
             "",
             format_results(results),
             "",
