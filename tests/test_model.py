@@ -287,3 +287,16 @@ def test_paths_that_leave_the_folder_are_refused(tmp_path, monkeypatch):
     fake_hub(monkeypatch, {"me/head": repo})
     with pytest.raises(ValueError, match="names the local path .*elsewhere; a head from the hub"):
         csrv2.load("me/head")
+
+
+def test_a_pushed_model_folder_loads_from_the_hub(tiny_run, tmp_path, monkeypatch):
+    """A repo holding the model folder (what push_to_hub uploads) downloads with its sentence-transformers files (its
+    backbone) and loads with the run's codes; files loading does not need stay on the hub."""
+    folder = csrv2.load(tiny_run, device="cpu").save(tmp_path / "repo")
+    (folder / "notes.txt").write_text("not needed")
+    calls = fake_hub(monkeypatch, {"me/tiny-model": folder})
+    model = csrv2.load("me/tiny-model", device="cpu")
+    assert_same_codes(model.encode(TEXTS, 2), csrv2.load(tiny_run, device="cpu").encode(TEXTS, 2))
+    fetched = model.folder
+    assert (fetched / "modules.json").is_file() and (fetched / "3_SparseAutoEncoder" / "model.safetensors").is_file()
+    assert not (fetched / "notes.txt").exists() and calls[-1][0] == "me/tiny-model"

@@ -1,9 +1,23 @@
 """A loaded csrv2 model as an MTEB encoder: `mteb.evaluate(MtebEncoder(csrv2.load(run), k=2), tasks)`.
 
-With csrv2, mteb and csrv2.evaluation.mteb.MtebEncoder imported at the top of a script:
+    import csrv2, mteb
+    from csrv2.evaluation.mteb import MtebEncoder, mteb_task
 
     encoder = MtebEncoder(csrv2.load("runs/quickstart"), k=2)              # codes at k = 2, as dense (N, h) vectors
-    result = mteb.evaluate(encoder, mteb.get_tasks(tasks=["Banking77Classification"]), cache=None)
+    result = mteb.evaluate(encoder, [mteb_task("lee")], cache=None)        # a csrv2 task as an MTEB task, offline
+    result = mteb.evaluate(encoder, mteb.get_tasks(tasks=["STS12"]), cache=None)   # MTEB's own (the hub's data)
+
+`mteb_task(name, tasks)` turns a catalog task, or one defined in YAML (data.tasks, files on disk), into an MTEB task
+over the same split csrv2 scores (classification, sts, pair_classification, retrieval): MTEB's protocol on csrv2's data,
+no download beyond csrv2's own (PyPI wheels).
+
+STS and pair classification: MTEB's main score (cosine_spearman, cosine_ap) is computed by sklearn's
+paired_cosine_distances in float32, which turns the exact 0 of two codes that share no active latent into noise of
+about ±1e-7; those pairs — most pairs at k = 2 — then rank in an arbitrary order instead of tying, which moves
+Spearman. The `spearman` (and `ap`) scores MTEB also reports are computed with the encoder's similarity_pairwise, this
+module's exact cosine, and equal csrv2's own score. Values that could survive sklearn's arithmetic exactly would have to
+be rounded (a k = 2 row cannot have squares that sum to exactly 1), so the encoder does not change them: read
+`spearman` for csrv2 codes (docs/hub.md, "MTEB", has the numbers).
 
 What MTEB receives: `model.encode(texts, k, kind)` (csrv2.model), each row the (h,) vector of its k-sparse code —
 queries of a retrieval task with the backbone's query prompt (MTEB's prompt_type "query"), everything else with the
@@ -25,6 +39,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
+from csrv2.data.catalog import get_task
 from csrv2.evaluation.scoring import cosine_matrix, paired_cosine
 from csrv2.head.codes import SparseCodes
 
@@ -151,3 +166,87 @@ class MtebEncoder:
     def similarity_pairwise(self, embeddings1, embeddings2) -> torch.Tensor:
         """(N, h), (N, h) → (N,) cosine of each pair."""
         return torch.from_numpy(np.asarray(paired_cosine(_to_csr(embeddings1), _to_csr(embeddings2))))
+
+
+# -- a csrv2 task as an MTEB task -------------------------------------------------------------------------------------
+MTEB_TYPES = {  # csrv2 task type → (mteb abstract task module and class, MTEB type, main score)
+    "classification": ("classification", "AbsTaskClassification", "Classification", "accuracy"),
+    "sts": ("sts", "AbsTaskSTS", "STS", "cosine_spearman"),
+    "pair_classification": ("pair_classification", "AbsTaskPairClassification", "PairClassification", "max_ap"),
+    "retrieval": ("retrieval", "AbsTaskRetrieval", "Retrieval", "ndcg_at_10"),
+}
+
+
+def _metadata(task, mteb_type: str, main_score: str, split: str):
+    from mteb.abstasks.task_metadata import TaskMetadata
+
+    return TaskMetadata(
+        name=f"csrv2-{task.name}",
+        description=task.description or f"csrv2 task {task.name}",
+        reference=None,
+        dataset={"path": f"csrv2/{task.name}", "revision": "local"},
+        type=mteb_type,
+        category="t2t",
+        modalities=["text"],
+        eval_splits=[split],
+        eval_langs=["eng-Latn"],
+        main_score=main_score,
+        date=None,
+        domains=None,
+        task_subtypes=None,
+        license=None,
+        annotations_creators=None,
+        dialect=None,
+        sample_creation=None,
+        bibtex_citation=None,
+    )
+
+
+def mteb_task(name: str, tasks=()):
+    """The csrv2 task `name` (the catalog, or `tasks`: a config's data.tasks) as an MTEB task instance over the split
+    csrv2 scores (its test split; classification also its train split, which MTEB's classifier is fit on). Types:
+    classification, sts, pair_classification, retrieval; others are refused by name."""
+    import importlib
+
+    from datasets import Dataset, DatasetDict
+
+    task = get_task(name, list(tasks))
+    if task.type not in MTEB_TYPES:
+        raise ValueError(f"task {name} ({task.type}): mteb_task builds {', '.join(MTEB_TYPES)} tasks")
+    module, cls_name, mteb_type, main_score = MTEB_TYPES[task.type]
+    base = getattr(importlib.import_module(f"mteb.abstasks.{module}"), cls_name)
+    split_name = task.test_split
+    split = task.splits[split_name]
+    metadata = _metadata(task, mteb_type, main_score, split_name)
+
+    if task.type == "classification":
+        rows = {
+            s: Dataset.from_dict({"text": list(task.splits[s].texts), "label": task.splits[s].labels.tolist()})
+            for s in ("train", split_name)
+        }
+        data, extra = DatasetDict(rows), {}
+    elif task.type == "sts":
+        data = DatasetDict(
+            {
+                split_name: Dataset.from_dict(
+                    {"sentence1": split.texts, "sentence2": split.texts2, "score": split.scores.tolist()}
+                )
+            }
+        )
+        extra = {"min_score": float(np.min(split.scores)), "max_score": float(np.max(split.scores))}
+    elif task.type == "pair_classification":
+        pairs = {"sentence1": [split.texts], "sentence2": [split.texts2], "labels": [split.labels.tolist()]}
+        data, extra = DatasetDict({split_name: Dataset.from_dict(pairs)}), {}
+    else:
+        corpus = Dataset.from_dict({"id": list(task.corpus_ids), "text": list(task.corpus)})
+        queries = Dataset.from_dict({"id": list(split.query_ids), "text": list(split.texts)})
+        qrels = {q: {d: int(g) for d, g in split.qrels.get(q, {}).items()} for q in split.query_ids}
+        data = {
+            "default": {split_name: {"queries": queries, "corpus": corpus, "relevant_docs": qrels, "top_ranked": None}}
+        }
+        extra = {}
+
+    def load_data(self, num_proc=None, **kwargs):
+        self.dataset, self.data_loaded = data, True
+
+    return type(f"Csrv2Task_{task.name}", (base,), {"metadata": metadata, "load_data": load_data, **extra})()

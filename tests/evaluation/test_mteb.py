@@ -19,8 +19,10 @@ from sklearn.linear_model import LogisticRegression
 
 import csrv2
 import csrv2.evaluation.mteb
-from csrv2.evaluation.mteb import MtebEncoder
-from csrv2.evaluation.scoring import cosine_matrix
+from csrv2.config.task_spec import TaskSpec
+from csrv2.data.catalog import get_task
+from csrv2.evaluation.mteb import MtebEncoder, mteb_task
+from csrv2.evaluation.scoring import cosine_matrix, pair_average_precision, sts_spearman
 
 mteb = pytest.importorskip("mteb", reason="needs mteb (pip install csrv2[mteb])")
 pytrec_eval = pytest.importorskip("pytrec_eval", reason="needs pytrec-eval-terrier (an mteb dependency)")
@@ -196,3 +198,78 @@ def test_encoder_options_and_similarity(tiny_run):
     np.testing.assert_allclose(enc.similarity_pairwise(a, b).numpy(), np.diag(by_hand), atol=1e-6)
     with pytest.raises(ValueError, match="k=0"):
         MtebEncoder(model, 0)
+
+
+@pytest.fixture
+def local_specs(tmp_path):
+    """Tasks defined as in a config's data.tasks, from files on disk: sts, pair classification, retrieval."""
+    rng = np.random.default_rng(0)
+    pairs = [(TINY_TEXTS[i], TINY_TEXTS[j]) for i, j in rng.integers(0, len(TINY_TEXTS), size=(60, 2))]
+    same = [("cats" in a) == ("cats" in b) for a, b in pairs]
+    sts = ["text,text2,score"] + [f"{a},{b},{3 * s + rng.integers(0, 3)}" for (a, b), s in zip(pairs, same)]
+    (tmp_path / "sts.csv").write_text("\n".join(sts) + "\n")
+    pc = ["text,text2,label"] + [f"{a},{b},{int(s)}" for (a, b), s in zip(pairs, same)]
+    (tmp_path / "pairs.csv").write_text("\n".join(pc) + "\n")
+    folder = tmp_path / "ret"
+    folder.mkdir()
+    write_jsonl(folder / "corpus.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(CORPUS)])
+    queries = [f"{topic} {i}" for i in range(8) for topic in ("cats", "bonds")]
+    write_jsonl(folder / "queries.jsonl", [{"id": f"q{i}", "text": t} for i, t in enumerate(queries)])
+    rows = [(f"q{q}", f"d{d}", 1) for q in range(len(queries)) for d in range(len(CORPUS)) if d % 2 == (q + 1) % 2]
+    (folder / "qrels.tsv").write_text("query_id\tdoc_id\trelevance\n" + "".join(f"{a}\t{b}\t{c}\n" for a, b, c in rows))
+    return [
+        TaskSpec(name="tiny-sts", type="sts", path=str(tmp_path / "sts.csv")),
+        TaskSpec(name="tiny-pairs", type="pair_classification", path=str(tmp_path / "pairs.csv")),
+        TaskSpec(name="tiny-ret", type="retrieval", path=str(folder)),
+    ]
+
+
+def test_csrv2_tasks_run_through_mteb_and_its_similarity_scores_equal_csrv2s(tiny_run, local_specs):
+    """mteb_task: a csrv2 task as an MTEB task over the split csrv2 scores. The scores MTEB computes with the encoder's
+    similarity equal csrv2's own on the same codes (sts Spearman, pair AP); retrieval runs on the same queries."""
+    model = csrv2.load(tiny_run, device="cpu")
+    result = mteb.evaluate(MtebEncoder(model, k=2), [mteb_task(s.name, local_specs) for s in local_specs], cache=None)
+    scores = {r.task_name: r.scores["test"][0] for r in result.task_results}
+    assert set(scores) == {"csrv2-tiny-sts", "csrv2-tiny-pairs", "csrv2-tiny-ret"}
+    codes = {}
+    for spec in local_specs:
+        task = get_task(spec.name, local_specs)
+        split = task.splits["test"]
+        if task.type == "retrieval":  # tied scores rank by id in trec_eval, by corpus row in csrv2 (reproduction.md)
+            assert 0 <= scores["csrv2-tiny-ret"]["ndcg_at_10"] <= 1 and len(split.query_ids) == 8
+            continue
+        codes[spec.name] = (model.encode(split.texts, 2).to_scipy(), model.encode(split.texts2, 2).to_scipy())
+        if task.type == "sts":
+            assert scores["csrv2-tiny-sts"]["spearman"] == pytest.approx(sts_spearman(*codes[spec.name], split.scores))
+        else:
+            ap = pair_average_precision(*codes[spec.name], split.labels)
+            assert scores["csrv2-tiny-pairs"]["similarity_ap"] == pytest.approx(ap)
+    with pytest.raises(ValueError, match="mteb_task builds"):
+        mteb_task("digits")
+
+
+def test_the_mteb_snippet_of_docs_hub_runs_offline_on_a_local_task(tiny_run, shared_or_pypi_lee):
+    """docs/hub.md's MTEB snippet, as written (the run folder → tiny_run): MTEB scores a csrv2 catalog task (Lee, from
+    a PyPI wheel) with no download from the hub; its `spearman` is csrv2's score of the same codes."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "hub.md").read_text()
+    (snippet,) = [b.split("```", 1)[0] for b in text.split("```python\n")[1:] if "mteb_task(" in b]
+    scope: dict = {}
+    exec(snippet.replace('"runs/quickstart"', repr(str(tiny_run))), scope)
+    scores = scope["scores"]
+    lee = get_task("lee").splits["test"]
+    docs = sorted(set(lee.texts) | set(lee.texts2))  # 50 documents in 1,225 pairs: each encoded once here
+    codes = scope["encoder"].model.encode(docs, 2).to_scipy()
+    row = {doc: i for i, doc in enumerate(docs)}
+    x1, x2 = codes[[row[t] for t in lee.texts]], codes[[row[t] for t in lee.texts2]]
+    ours = sts_spearman(x1, x2, lee.scores)
+    assert scores["spearman"] == pytest.approx(ours) and scores["main_score"] == scores["cosine_spearman"]
+
+
+@pytest.fixture(scope="session")
+def shared_or_pypi_lee():
+    from csrv2.assets import registry as assets
+
+    try:
+        return assets.fetch("gensim-test-data")
+    except assets.AssetError as err:
+        pytest.skip(f"needs the Lee set from PyPI (gensim) and could not fetch it: {err}")
