@@ -32,6 +32,7 @@ from csrv2.assets import registry as assets
 from csrv2.backbone.encoders import TextEncoder, VisionEncoder, load_backbone
 from csrv2.config.run_config import BackboneConfig
 from csrv2.evaluation.scoring import cosine_matrix
+from csrv2.files import MARKER
 from csrv2.head.baselines import MRL_CONFIG_NAME
 from csrv2.head.codes import SparseCodes
 from csrv2.head.sparse_head import CONFIG_NAME, LEGACY_CONFIG_NAME, WEIGHTS_NAME, SparseHead
@@ -222,10 +223,11 @@ def _upload(
     commit_message: str = "Upload csrv2 sparse model",
     create_pr: bool = False,
 ) -> list[str]:
-    """Every file of `folder` to the model repo `repo_id` (created, with the branch `revision`, when missing)."""
+    """Every file of `folder` but csrv2's local save marker to the model repo `repo_id` (created, with the branch
+    `revision`, when missing)."""
     import huggingface_hub
 
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MARKER)
     huggingface_hub.create_repo(repo_id, token=token, private=private, exist_ok=True)
     if revision:
         huggingface_hub.create_branch(repo_id, branch=revision, token=token, exist_ok=True)
@@ -236,5 +238,6 @@ def _upload(
         token=token,
         commit_message=commit_message,
         create_pr=create_pr,
+        ignore_patterns=[MARKER],
     )
     return files

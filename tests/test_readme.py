@@ -34,6 +34,22 @@ LONG = {  # command → why it is not run here (checked to name a shipped config
 STEP_CAP = ["train.max_steps=20"]  # appended to the `csrv2 train` commands that run here
 
 
+def capped(args: list[str], cwd: Path | None = None) -> list[str]:
+    """A `csrv2 train` command with the step cap, writing where the command as shown writes: the cap is an override
+    that changes the head, so on its own it would give the run a folder of its own (csrv2.config.run_folder). cwd:
+    where the command runs (a YAML path in it is read from there)."""
+    from csrv2.config.run_folder import run_folder
+
+    parsed = cli.build_parser().parse_args(args[1:])
+    if parsed.describe:
+        return args
+    config = parsed.config
+    if config and cwd is not None and (cwd / config).is_file():
+        config = str(cwd / config)
+    folder = run_folder(cli.find_config(config) if config else None, parsed.overrides)
+    return [*args, *STEP_CAP, f"output_dir={folder}"]
+
+
 def blocks(lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
 
@@ -93,7 +109,7 @@ def test_the_readme_runs_in_order(tmp_path, minilm):
             continue
         args = shlex.split(command)
         if args[:2] == ["csrv2", "train"]:
-            args += STEP_CAP
+            args = capped(args, tmp_path)
         out = run([sys.executable, "-m", "csrv2.cli", *args[1:]])
         if args[1:4] == ["train", "--config", "quickstart"]:
             assert "| r8 | classification |" in out  # the printed table
@@ -104,7 +120,7 @@ def test_the_readme_runs_in_order(tmp_path, minilm):
     first_line = yaml_block.splitlines()[0]  # "# tickets.yaml — csrv2 train --config tickets.yaml"
     shown = shlex.split(first_line.split("—", 1)[1])
     assert shown == ["csrv2", "train", "--config", "tickets.yaml"]
-    assert "| tickets | classification |" in run([sys.executable, "-m", "csrv2.cli", *shown[1:], *STEP_CAP])
+    assert "| tickets | classification |" in run([sys.executable, "-m", "csrv2.cli", *capped(shown, tmp_path)[1:]])
 
     (tmp_path / "snippets.py").write_text("\n\n".join(blocks("python")), encoding="utf-8")
     run([sys.executable, "snippets.py"])
