@@ -169,7 +169,8 @@ def fake_upload(monkeypatch, pushed):
         def call(*args, **kwargs):
             calls.append((name, args, kwargs))
             if name == "upload_folder":
-                shutil.copytree(kwargs["folder_path"], pushed / str(len(calls)))
+                ignore = shutil.ignore_patterns(*(kwargs.get("ignore_patterns") or []))  # as the hub client skips them
+                shutil.copytree(kwargs["folder_path"], pushed / str(len(calls)), ignore=ignore)
 
         return call
 
@@ -193,6 +194,7 @@ def test_push_to_hub_uploads_the_model_folder_only(tiny_run, tmp_path, monkeypat
         assert name in files
     assert "3_SparseAutoEncoder/model.safetensors" in files and "1_Pooling/config.json" in files
     assert not [f for f in files if f.startswith("step_") or f in ("metrics.jsonl", "config.yaml", "run.json")]
+    assert "csrv2_output.json" not in files  # the local save marker stays local
     assert [c[0] for c in calls] == ["create_repo", "create_branch", "upload_folder"]
     assert calls[0][1] == ("me/tiny-head",) and calls[0][2]["private"] is True and calls[0][2]["token"] == "t0k"
     assert calls[1][2]["branch"] == "v1"
