@@ -11,7 +11,7 @@ import pytest
 from csrv2 import cli
 from csrv2.config.strict import ConfigError
 
-SUBCOMMANDS = ["train", "eval", "embed", "bench", "data", "assets", "plot", "compare"]
+SUBCOMMANDS = ["train", "eval", "embed", "bench", "data", "assets", "plot", "compare", "index", "search"]
 
 
 def test_help_lists_every_subcommand(capsys):
