@@ -261,7 +261,10 @@ def cmd_search(args) -> None:
     run = args.run or index.manifest["run"]
     model = load_run(run, args.device)
     index.check_model(model, run)
-    found = index.search(model, queries, top=args.top)
+    try:
+        found = index.search(model, queries, top=args.top)
+    finally:
+        index.close()
     for query, hits in zip(queries, found):
         if args.json:
             print(json.dumps({"query": query, "hits": hits}, ensure_ascii=False))

@@ -352,14 +352,23 @@ def _engine_uri(uri: str, folder: Path, final: Path) -> str:
 
 
 def _engine(backend: str, uri: str, collection: str, dim: int):
-    """(store, close) for a Milvus or Qdrant collection at `uri`; the client packages are optional."""
+    """(store, close) for a Milvus or Qdrant collection at `uri`; the client packages are optional. close() also
+    stops a milvus-lite engine started for a local file (pymilvus' close leaves it running, bound to the path)."""
     if backend == "milvus":
         try:
             from pymilvus import MilvusClient
         except ImportError as err:
             raise ValueError(f"backend milvus needs pymilvus (pip install 'csrv2[milvus]'): {err}") from None
         client = MilvusClient(uri)
-        return MilvusSparse(client, collection, dim=dim), client.close
+
+        def close() -> None:
+            client.close()
+            if not _is_url(uri):
+                from milvus_lite.server_manager import server_manager_instance
+
+                server_manager_instance.release_server(uri)
+
+        return MilvusSparse(client, collection, dim=dim), close
     try:
         from qdrant_client import QdrantClient
     except ImportError as err:
@@ -401,6 +410,7 @@ class CorpusIndex:
     ids: list
     _offsets: np.ndarray = dataclasses.field(default=None, repr=False)  # (N + 1,) byte offsets into texts.jsonl
     _index: SparseIndex | None = dataclasses.field(default=None, repr=False)  # opened on the first search
+    _engine: tuple | None = dataclasses.field(default=None, repr=False)  # (store, close) of an engine backend
 
     @classmethod
     def open(cls, folder: str | Path) -> CorpusIndex:
@@ -449,13 +459,17 @@ class CorpusIndex:
                 self._index = SparseIndex.load(self.folder / INDEX_DIR)
             scores, rows = self._index.search(codes, top=min(top, len(self)))
         else:
-            uri = _engine_uri(self.manifest["uri"], self.folder, self.folder)
-            store, close = _engine(backend, uri, self.manifest["collection"], self.manifest["dim"])
-            try:
-                scores, rows = store.search(codes, top=min(top, len(self)), exact_ties=True)
-            finally:
-                close()
+            if self._engine is None:
+                uri = _engine_uri(self.manifest["uri"], self.folder, self.folder)
+                self._engine = _engine(backend, uri, self.manifest["collection"], self.manifest["dim"])
+            scores, rows = self._engine[0].search(codes, top=min(top, len(self)), exact_ties=True)
         return np.asarray(scores), np.asarray(rows)
+
+    def close(self) -> None:
+        """Close an engine backend's client (and stop a milvus-lite engine this index started)."""
+        if self._engine is not None:
+            self._engine[1]()
+            self._engine = None
 
     def search(self, model, queries: Sequence[str], top: int = 10) -> list[list[dict]]:
         """Per query, its hits best first: {"rank", "id", "score", "text"} (documents sharing no latent with the

@@ -270,5 +270,6 @@ def checked_ids(ids, n: int, strings: bool) -> np.ndarray:
             raise ValueError(f"MilvusSparse.upsert: ids must be ≥ 0, row {int(np.argmin(arr))} has {arr.min()}")
     uniq, counts = np.unique(arr.astype(str) if strings else arr, return_counts=True)
     if (counts > 1).any():
-        raise ValueError(f"MilvusSparse.upsert: id {uniq[counts > 1][0]!r} is given twice")
+        twice = uniq[counts > 1][0]
+        raise ValueError(f"MilvusSparse.upsert: id {str(twice) if strings else int(twice)!r} is given twice")
     return arr
