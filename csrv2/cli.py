@@ -142,6 +142,7 @@ def cmd_embed(args) -> None:
 
 def cmd_bench(args) -> None:
     from csrv2.config import strict
+    from csrv2.experiments.bench import engines
     from csrv2.experiments.bench.retrieval import BenchConfig
     from csrv2.experiments.bench.retrieval import run as run_bench
     from csrv2.experiments.bench.scale import ScaleConfig
@@ -149,7 +150,15 @@ def cmd_bench(args) -> None:
 
     path = find_config(args.config)
     command = " ".join(["csrv2 bench", *map(shlex.quote, args.argv)])
-    if "stages" in (strict.read_yaml(path) or {}):  # the scale benchmark: embedding speed, cost curves 10k → 10M
+    raw = strict.read_yaml(path) or {}
+    if "engines" in raw:  # the learned-sparse engines and vector databases beside SparseIndex
+        engines.run(
+            engines.EnginesConfig.from_yaml(path, args.overrides),
+            command=command,
+            log=lambda line: print(line, flush=True),
+        )
+        return
+    if "stages" in raw:  # the scale benchmark: embedding speed, cost curves 10k → 10M
         config = ScaleConfig.from_yaml(path, args.overrides)
         bench_path = find_config(config.bench_config)  # a shipped name or a path; results keep the name as given
         run_scale(config, command=command, log=lambda line: print(line, flush=True), bench_path=bench_path)
