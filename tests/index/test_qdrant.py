@@ -14,7 +14,7 @@ from csrv2.backbone.embeddings import embed_texts
 from csrv2.config.run_config import BackboneConfig
 from csrv2.head.codes import SparseCodes
 from csrv2.head.sparse_head import SparseHead
-from csrv2.index.qdrant import QdrantSparse
+from csrv2.index.qdrant import QdrantSparse, to_sparse_vectors
 from csrv2.index.sparse_index import SparseIndex
 
 qdrant_client = pytest.importorskip("qdrant_client", reason="needs qdrant-client (pip install 'csrv2[qdrant]')")
@@ -177,3 +177,111 @@ def test_bad_input_is_refused_naming_what_is_wrong():
     csr = scipy.sparse.csr_matrix(([1.0, 2.0], [1, 1], [0, 2]), shape=(1, 8))  # latent 1 stored twice
     with pytest.raises(ValueError, match="twice"):
         qdrant.search(csr)
+
+
+# -- what users asked for: payload filters, a csrv2 vector beside a dense one, the converter, delete ------------------
+def test_a_payload_filter_equals_sparse_index_over_the_matching_points():
+    rng = np.random.default_rng(2)
+    db = random_codes(rng, 300, 64, 4)
+    lang = np.where(rng.random(300) < 0.3, "fr", "en")
+    qdrant = store(64)
+    qdrant.upsert(db, payloads=[{"lang": str(x), "year": 2000 + i % 3} for i, x in enumerate(lang)])
+    queries = random_codes(rng, 15, 64, 4)
+    fr = np.flatnonzero(lang == "fr")
+    ref_s, ref_rows = SparseIndex.build(db[torch.from_numpy(fr)]).search(queries, top=10)
+    for condition in (
+        {"lang": "fr"},
+        qdrant_client.models.Filter(
+            must=[qdrant_client.models.FieldCondition(key="lang", match=qdrant_client.models.MatchValue(value="fr"))]
+        ),
+    ):
+        scores, ids = qdrant.search(queries, top=10, filter=condition, exact_ties=True)
+        found = ids >= 0
+        assert found.any(1).all() and set(ids[found].tolist()) <= set(fr.tolist())
+        torch.testing.assert_close(scores[found], ref_s[found], rtol=1e-6, atol=1e-7)
+        assert torch.equal(ids[found], torch.from_numpy(fr)[ref_rows[found]])
+    both = qdrant.search(queries, top=50, filter={"lang": "fr", "year": 2001})[1]
+    assert set(both[both >= 0].tolist()) <= {int(i) for i in fr if i % 3 == 1}
+    with pytest.raises(ValueError, match="year must equal a string, int or bool"):
+        qdrant.search(queries, filter={"year": 2001.5})
+
+
+def test_attach_a_csrv2_vector_beside_a_dense_one_for_hybrid_search():
+    """An existing collection with a dense vector and payloads gains the csrv2 sparse vector; set_vectors fills it on
+    the existing points; the dense vector and payloads stay, and sparse search equals SparseIndex."""
+    models = qdrant_client.models
+    client = qdrant_client.QdrantClient(":memory:")
+    if not hasattr(client, "create_vector_name"):
+        pytest.skip("needs qdrant-client ≥ 1.18 (create_vector_name)")
+    rng = np.random.default_rng(3)
+    n = 40
+    dense = rng.normal(size=(n, 8)).astype(np.float32)
+    client.create_collection(
+        "docs", vectors_config={"dense": models.VectorParams(size=8, distance=models.Distance.DOT)}
+    )
+    client.upsert(
+        "docs",
+        points=[
+            models.PointStruct(id=i, vector={"dense": dense[i].tolist()}, payload={"title": f"t{i}"}) for i in range(n)
+        ],
+    )
+    store = QdrantSparse(client, "docs")
+    store.attach(dim=32)
+    with pytest.raises(ValueError, match="has a sparse vector 'csrv2' already"):
+        store.attach(dim=32)
+    with pytest.raises(ValueError, match="no collection 'nope'"):
+        QdrantSparse(client, "nope").attach(dim=32)
+    codes = random_codes(rng, n, 32, 3)
+    store.set_vectors(codes, ids=np.arange(n))
+    point = client.retrieve("docs", ids=[5], with_vectors=True, with_payload=True)[0]
+    assert point.payload == {"title": "t5"} and np.allclose(point.vector["dense"], dense[5])
+    assert point.vector["csrv2"] == to_sparse_vectors(codes[5:6])[0]
+    queries = random_codes(rng, 6, 32, 3)
+    ref_s, ref_i = SparseIndex.build(codes).search(queries, top=5)
+    scores, ids = store.search(queries, top=5, exact_ties=True)
+    found = ids >= 0
+    assert torch.equal(ids[found], ref_i[found])
+    torch.testing.assert_close(scores[found], ref_s[found], rtol=1e-6, atol=1e-7)
+    # hybrid: both vectors fused by Qdrant (reciprocal rank fusion), the sparse one given in the converter's form
+    fused = client.query_points(
+        "docs",
+        prefetch=[
+            models.Prefetch(query=to_sparse_vectors(queries[:1])[0], using="csrv2", limit=10),
+            models.Prefetch(query=dense[0].tolist(), using="dense", limit=10),
+        ],
+        query=models.FusionQuery(fusion=models.Fusion.RRF),
+        limit=5,
+    ).points
+    assert len(fused) == 5
+
+
+def test_to_sparse_vectors_and_delete():
+    codes = codes_of([[3, 1, 2], [0, 5, 5]], [[0.5, 0.25, 0.0], [1.0, 0.0, 0.0]], 8)  # zeros dropped, latents sorted
+    vectors = to_sparse_vectors(codes)
+    assert [(v.indices, v.values) for v in vectors] == [([1, 3], [0.25, 0.5]), ([0], [1.0])]
+    assert to_sparse_vectors(codes.to_scipy()) == vectors
+    with pytest.raises(ValueError, match="row 0 holds NaN"):
+        to_sparse_vectors(codes_of([[0]], [[np.nan]], 4))
+    qdrant = store(8)
+    qdrant.upsert(codes, ids=[10, 11])
+    qdrant.delete([10, 99])
+    assert len(qdrant) == 1 and qdrant.search(codes[:1], top=2)[1].tolist() == [[-1, -1]]
+
+
+def test_the_corpus_index_on_qdrant_answers_as_on_sparse_index(tmp_path):
+    """`csrv2 index build --backend qdrant`: the codes in a Qdrant local-mode folder inside the index folder."""
+    from csrv2.index.corpus import CorpusIndex, build_corpus_index
+    from tests.index.test_corpus import TinyModel, corpus_records, write_jsonl
+
+    model = TinyModel()
+    corpus = write_jsonl(tmp_path / "c.jsonl", corpus_records(60))
+    a = build_corpus_index(model, corpus, tmp_path / "a", k=8, progress=False, log=print)
+    b = build_corpus_index(model, corpus, tmp_path / "b", k=8, backend="qdrant", progress=False, log=print)
+    assert (b / "qdrant").is_dir()
+    queries = ["text number 7", "word word word"]
+    opened = CorpusIndex.open(b)
+    hits_a, hits_b = CorpusIndex.open(a).search(model, queries), opened.search(model, queries)
+    opened.close()
+    for x, y in zip(hits_a, hits_b):
+        assert [h["id"] for h in x] == [h["id"] for h in y] and [h["text"] for h in x] == [h["text"] for h in y]
+        np.testing.assert_allclose([h["score"] for h in x], [h["score"] for h in y], rtol=1e-6, atol=1e-6)

@@ -241,9 +241,9 @@ def load_texts(config: BenchConfig) -> BenchTexts:
 
 # -- heads ------------------------------------------------------------------------------------------------------------
 def train_heads(
-    config: BenchConfig, emb: np.ndarray, labels: np.ndarray, log: Log = print
-) -> tuple[dict[int, SparseHead], MRLHead, dict[str, dict | None]]:
-    """({k: SparseHead}, MRLHead, training record {head name: {"seconds", "samples", "epochs"} | None}).
+    config: BenchConfig, emb: np.ndarray, labels: np.ndarray, log: Log = print, mrl: bool = True
+) -> tuple[dict[int, SparseHead], MRLHead | None, dict[str, dict | None]]:
+    """({k: SparseHead}, MRLHead (None when mrl=False), training record {head name: {"seconds", "samples", "epochs"} | None}).
 
     emb (P, d), labels (P,): the database pool. Each head is trained by csrv2's Trainer into
     cache_dir/heads_<digest of emb and labels>/<k{K} | mrl>/ and reused there when complete and trained by the same
@@ -251,7 +251,7 @@ def train_heads(
     if config.head_dir:
         root = Path(config.head_dir).expanduser()
         heads = {k: SparseHead.from_pretrained(root / f"k{k}").eval() for k in config.ks}
-        return heads, MRLHead.from_pretrained(root / "mrl").eval(), {}
+        return heads, MRLHead.from_pretrained(root / "mrl").eval() if mrl else None, {}
     digest = hashlib.sha256(np.ascontiguousarray(emb, dtype=np.float32))
     digest.update(np.ascontiguousarray(labels, dtype=np.int64))
     root = config.cache() / f"heads_{digest.hexdigest()[:12]}"
@@ -259,7 +259,7 @@ def train_heads(
     heads: dict[str, torch.nn.Module] = {}
     training: dict[str, dict | None] = {}
     torch.set_num_threads(os.cpu_count() or 1)
-    for k in [*config.ks, None]:
+    for k in [*config.ks, None] if mrl else config.ks:
         name = "mrl" if k is None else f"k{k}"
         cfg = config.head_config(k, root / name)
         heads[name], seconds = load_or_train(cfg, data)  # seconds = 0.0 when reused
@@ -270,8 +270,8 @@ def train_heads(
             atomic_write_json(record, {"seconds": seconds, "samples": samples, "epochs": epochs})
             log(f"trained head {name} in {seconds:.0f} s")
         training[name] = json.loads(record.read_text()) if record.is_file() else None
-    mrl = heads.pop("mrl")
-    return {int(name[1:]): head for name, head in heads.items()}, mrl, training
+    mrl_head = heads.pop("mrl", None)
+    return {int(name[1:]): head for name, head in heads.items()}, mrl_head, training
 
 
 def embedded_texts(config: BenchConfig) -> tuple[BenchTexts, np.ndarray, np.ndarray, np.ndarray]:
