@@ -46,8 +46,13 @@ def convert(model: torch.nn.Module, tokenizer, folder: Path) -> Path:
         def load_tokenizer(self, tokenizer_class, model_name_or_path, **kwargs):
             return tokenizer
 
+    config = model.config
+    if config.model_type == "bert" and not hasattr(config, "position_embedding_type"):
+        config.position_embedding_type = (
+            "absolute"  # transformers 5 dropped the option (BERT is absolute only); ct2 reads it
+        )
     with tempfile.TemporaryDirectory() as config_dir:
-        model.config.save_pretrained(config_dir)  # the converter picks its loader from the config's class
+        config.save_pretrained(config_dir)  # the converter picks its loader from the config's class
         converter = FromLoaded(config_dir)
         try:
             return atomic_write_dir(folder, lambda tmp: converter.convert(str(tmp), force=True))

@@ -38,7 +38,9 @@ class OpenVinoEncoder:
             config["INFERENCE_NUM_THREADS"] = threads
         core = openvino.Core()
         self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
-        self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))  # what the CPU plugin runs
+        self.precision = self.compiled.get_property(
+            "INFERENCE_PRECISION_HINT"
+        ).get_type_name()  # what the CPU plugin runs
 
     def __call__(self, batch) -> torch.Tensor:
         feeds = {name: batch[name].numpy() for name in self.input_names}
