@@ -14,6 +14,7 @@ import io
 import json
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,8 @@ class TextEncoder:
     forward runs in torch or in the CPU runtime backbone.runtime names (csrv2.backbone.runtimes: onnxruntime,
     OpenVINO, CTranslate2), same tokenizer, batching and pooling around it."""
 
+    prefetch = True  # encode: tokenize the next batch on a worker thread during this batch's forward
+
     def __init__(self, cfg: BackboneConfig):
         import transformers
         from transformers import AutoModel, AutoTokenizer
@@ -215,16 +218,24 @@ class TextEncoder:
             disable=not progress or len(texts) <= size,
             unit="text",
         )
-        with torch_threads(self.cfg.threads):
-            for start in range(0, len(texts), size):
-                idx = order[start : start + size]
-                batch = self.tokenizer(
-                    [texts[i] for i in idx],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                ).to(self.device)
+        batches = [order[start : start + size] for start in range(0, len(texts), size)]
+
+        def tokenize(idx: np.ndarray):
+            return self.tokenizer(
+                [texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
+
+        # the next batch is tokenized on a worker thread while this one runs the forward (the fast tokenizer
+        # releases the GIL; the same batches, the same numbers)
+        with torch_threads(self.cfg.threads), ThreadPoolExecutor(1) as worker:
+            pending = worker.submit(tokenize, batches[0]) if self.prefetch and batches else None
+            for i, idx in enumerate(batches):
+                if pending is None:
+                    batch = tokenize(idx)
+                else:
+                    batch = pending.result()
+                    pending = worker.submit(tokenize, batches[i + 1]) if i + 1 < len(batches) else None
+                batch = batch.to(self.device)
                 hidden = self.hidden_states(batch)  # (B, T, d)
                 emb = pool(hidden, batch["attention_mask"], self.cfg.pooling).float()
                 if self.cfg.normalize:

@@ -177,3 +177,15 @@ def test_every_runtime_has_its_own_embedding_cache_key():
     assert keys["torch"].name == "all-MiniLM-L6-v2__r8_test_texts__4dda004a03df7b5d.npy"  # unchanged
     accepted = typing.get_args(typing.get_type_hints(BackboneConfig)["runtime"])
     assert set(accepted) == set(runtimes.RUNTIMES)  # the config accepts every runtime of the table, no other
+
+
+def test_prefetched_tokenizing_gives_the_same_embeddings(tmp_path):
+    """encode tokenizes the next batch on a worker thread (TextEncoder.prefetch): the same batches, the same bytes."""
+    tiny_tokenizer(tmp_path).save_pretrained(tmp_path)
+    tiny_bert(0).save_pretrained(tmp_path)
+    encoder = load_backbone(BackboneConfig(name=str(tmp_path), device="cpu", batch_size=2, threads=1))
+    texts = ["w1 w2 w3 w4", "w5", "w6 w7", "w8", "w9 w10 w11", "w12 w1 w2 w3 w4 w5 w6"]
+    assert encoder.prefetch
+    ours = encoder.encode(texts, progress=False)
+    encoder.prefetch = False
+    assert np.array_equal(ours, encoder.encode(texts, progress=False))
