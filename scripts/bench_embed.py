@@ -1,6 +1,6 @@
-"""Embedding speed on the CPU, torch against onnxruntime (fp32 and int8) on the same real texts (csrv2.experiments.bench.embed_speed).
+"""Embedding speed on the CPU, every backbone.runtime against torch on the same real texts (csrv2.experiments.bench.embed_speed).
 
-OMP_NUM_THREADS=1 python scripts/bench_embed.py --texts 2000 --threads 1 --json
+python scripts/bench_embed.py --texts 700 --threads 1 2 --batch-sizes 32 128 --rounds 3 --out embed_speed.json
 """
 
 from csrv2.experiments.bench.embed_speed import main

@@ -14,6 +14,7 @@ import io
 import json
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from csrv2 import distributed, hub
 from csrv2.assets import registry as assets
-from csrv2.backbone import onnx_runtime
+from csrv2.backbone import runtimes
 from csrv2.backbone.st_modules import STModules, read_st_modules
 from csrv2.config.run_config import BackboneConfig
 
@@ -69,7 +70,7 @@ def torch_threads(n: int):
 
 
 def runtime_device(cfg: BackboneConfig) -> torch.device:
-    """The device of a text backbone: runtime onnx or onnx-int8 runs on the CPU (auto → cpu; cuda is an error)."""
+    """The device of a text backbone: every runtime but torch runs on the CPU (auto → cpu; cuda is an error)."""
     if cfg.runtime == "torch":
         return distributed.resolve_device(cfg.device)
     if cfg.device not in ("auto", "cpu"):
@@ -77,7 +78,7 @@ def runtime_device(cfg: BackboneConfig) -> torch.device:
             f"backbone.runtime={cfg.runtime} runs on the CPU, but backbone.device={cfg.device!r}; set backbone.device: "
             "cpu (or auto), or backbone.runtime: torch to embed on the GPU"
         )
-    onnx_runtime.import_onnxruntime()  # fail before the model loads when the extra is missing
+    runtimes.require(cfg.runtime)  # fail before the model loads when the extra is missing
     return torch.device("cpu")
 
 
@@ -127,8 +128,10 @@ def check_st_modules(cfg: BackboneConfig, st: STModules) -> None:
 
 class TextEncoder:
     """A transformers encoder with pooling, optional prompts, truncation to `max_length` and L2 normalisation; the
-    forward runs in torch or, with backbone.runtime=onnx / onnx-int8, in onnxruntime (csrv2.backbone.onnx_runtime), same
-    pooling after it."""
+    forward runs in torch or in the CPU runtime backbone.runtime names (csrv2.backbone.runtimes: onnxruntime,
+    OpenVINO, CTranslate2), same tokenizer, batching and pooling around it."""
+
+    prefetch = True  # encode: tokenize the next batch on a worker thread during this batch's forward
 
     def __init__(self, cfg: BackboneConfig):
         import transformers
@@ -171,13 +174,12 @@ class TextEncoder:
         st_config = read(f"{sub}sentence_bert_config.json")  # the model's own limit, e.g. 128 for MiniLM-L3
         limit = json.loads(st_config.read_text()).get("max_seq_length") if st_config is not None else None
         self.max_length = min(cfg.max_length, limit or cfg.max_length)
-        self.onnx = None  # runtime onnx: the exported model in an onnxruntime session
-        if cfg.runtime in ("onnx", "onnx-int8"):
+        self.runtime = None  # any runtime but torch: the converted model's forward (csrv2.backbone.runtimes)
+        if cfg.runtime != "torch":
             names = [
                 n for n in self.tokenizer.model_input_names if n in inspect.signature(self.model.forward).parameters
             ]
-            int8 = cfg.runtime == "onnx-int8"
-            self.onnx = onnx_runtime.OnnxEncoder(self.model, names, threads=cfg.threads, int8=int8)
+            self.runtime = runtimes.build(cfg.runtime, self.model, self.tokenizer, names, threads=cfg.threads)
 
     def length_order(self, texts: Sequence[str]) -> np.ndarray:
         """Indices of `texts`, longest first (backbone.batch_order), ties in input order: neighbours share a batch.
@@ -193,9 +195,9 @@ class TextEncoder:
         return np.argsort([-n for n in lengths], kind="stable")
 
     def hidden_states(self, batch) -> torch.Tensor:
-        """Tokenizer output {name: (B, T)} → last_hidden_state (B, T, d), by torch or by the onnxruntime session."""
-        if self.onnx is not None:
-            return self.onnx(batch)
+        """Tokenizer output {name: (B, T)} → last_hidden_state (B, T, d), by torch or by backbone.runtime's forward."""
+        if self.runtime is not None:
+            return self.runtime(batch)
         return self.model(**batch).last_hidden_state
 
     @torch.inference_mode()
@@ -216,16 +218,24 @@ class TextEncoder:
             disable=not progress or len(texts) <= size,
             unit="text",
         )
-        with torch_threads(self.cfg.threads):
-            for start in range(0, len(texts), size):
-                idx = order[start : start + size]
-                batch = self.tokenizer(
-                    [texts[i] for i in idx],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                ).to(self.device)
+        batches = [order[start : start + size] for start in range(0, len(texts), size)]
+
+        def tokenize(idx: np.ndarray):
+            return self.tokenizer(
+                [texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
+
+        # the next batch is tokenized on a worker thread while this one runs the forward (the fast tokenizer
+        # releases the GIL; the same batches, the same numbers)
+        with torch_threads(self.cfg.threads), ThreadPoolExecutor(1) as worker:
+            pending = worker.submit(tokenize, batches[0]) if self.prefetch and batches else None
+            for i, idx in enumerate(batches):
+                if pending is None:
+                    batch = tokenize(idx)
+                else:
+                    batch = pending.result()
+                    pending = worker.submit(tokenize, batches[i + 1]) if i + 1 < len(batches) else None
+                batch = batch.to(self.device)
                 hidden = self.hidden_states(batch)  # (B, T, d)
                 emb = pool(hidden, batch["attention_mask"], self.cfg.pooling).float()
                 if self.cfg.normalize:

@@ -71,7 +71,9 @@ class BackboneConfig:
     """Device for the backbone: auto (CUDA when present), cpu, cuda, cuda:1, ..."""
     image_size: int = 224
     """Vision backbones: images are resized to image_size × image_size (224 for EfficientNet-Lite0, ImageNet)."""
-    runtime: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    runtime: Literal["torch", "onnx", "onnx-fused", "onnx-int8", "openvino", "openvino-bf16", "ct2", "ct2-int8"] = (
+        "torch"
+    )
     """Text backbones on CPU: torch runs the transformers model; onnx exports it once to ONNX (cached under
     $CSRV2_HOME/onnx/, keyed by its weights) and runs it with onnxruntime (pip install 'csrv2[onnx]'). Both give the
     same embeddings within 1e-5 per coordinate. On the 2-core machine here onnx ran at 0.71× torch's speed

@@ -48,7 +48,7 @@ def test_onnx_int8_is_close_to_torch_on_real_texts(minilm):
     texts = real_texts()
     cfg = BackboneConfig(device="cpu", batch_size=16, threads=1, query_prompt="query: ")
     torch_enc, int8_enc = load_backbone(cfg), load_backbone(BackboneConfig(**{**vars(cfg), "runtime": "onnx-int8"}))
-    assert int8_enc.onnx.path.name.startswith("model-int8-")
+    assert int8_enc.runtime.path.name.startswith("model-int8-")
     for kind in ("document", "query"):
         ours, ref = (
             int8_enc.encode(texts, kind=kind, progress=False),

@@ -56,7 +56,7 @@ class ScaleConfig:
     """configs/bench/scale.yaml: what `csrv2 bench` measures when a config names `stages`."""
 
     stages: list[str] = field(default_factory=lambda: list(STAGES))
-    """Which measurements to run: embed_speed (torch against ONNX Runtime), cost_curves (every stage per N)."""
+    """Which measurements to run: embed_speed (every CPU runtime against torch), cost_curves (every stage per N)."""
     bench_config: str = "bench/retrieval_small"
     """The retrieval benchmark config (a shipped name or a path) whose texts, embeddings and heads are the real
     data (cached by csrv2 bench)."""
@@ -74,14 +74,14 @@ class ScaleConfig:
     """Queries whose top scores are checked against brute force at every N and k."""
     embed_texts: int = 500
     """Real texts of the bench config embedded to measure the backbone's texts/s (extrapolated to N)."""
-    embed_speed_task: str = "r8"
-    """embed_speed: the catalog task whose train-split texts both runtimes embed."""
-    embed_speed_texts: int = 2000
-    """embed_speed: how many of its texts."""
-    embed_speed_threads: int = 1
-    """embed_speed: intra-op threads of torch and of onnxruntime (the same for both)."""
-    embed_speed_rounds: int = 2
-    """embed_speed: alternating rounds; each path's fastest counts."""
+    embed_speed_texts: int = 700
+    """embed_speed: texts of each length (titles, tweets, news paragraphs: embed_speed.LENGTHS)."""
+    embed_speed_threads: list[int] = field(default_factory=lambda: [1, 2])
+    """embed_speed: intra-op thread counts (the same for every runtime), one cell each."""
+    embed_speed_batch_sizes: list[int] = field(default_factory=lambda: [32, 128])
+    """embed_speed: batch sizes, one cell each."""
+    embed_speed_rounds: int = 3
+    """embed_speed: rounds per cell, each in a rotated order of the runtimes; each runtime's median counts."""
     folder: str = ""
     """Where the (N, d) .npy files go; empty → $CSRV2_HOME/bench/cost_curves. 10M rows of d = 384 take 15 GB."""
     keep_files: bool = False
@@ -272,7 +272,11 @@ def run(config: ScaleConfig, command: str = "", log=print, bench_path: str | Pat
     results: dict = {"command": command}
     if "embed_speed" in config.stages:
         results["embed_speed"] = embed_speed.run_embed_speed(
-            config.embed_speed_task, config.embed_speed_texts, config.embed_speed_threads, config.embed_speed_rounds
+            config.embed_speed_texts,
+            tuple(config.embed_speed_threads),
+            tuple(config.embed_speed_batch_sizes),
+            config.embed_speed_rounds,
+            log=log,
         )
         log(embed_speed.format(results["embed_speed"]))
     if "cost_curves" in config.stages:
