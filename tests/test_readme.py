@@ -9,6 +9,7 @@ shipped config; the main job runs with a step cap (the one change made to a comm
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shlex
@@ -81,6 +82,16 @@ def test_every_readme_command_is_known(command):
         cli.find_config(parsed.config)  # a shipped name or a file: raises naming the shipped ones otherwise
 
 
+def write_corpus_jsonl(folder: Path) -> None:
+    """The README's `csrv2 index build` reads corpus.jsonl ({"id", "text"}): 300 real R8 test articles."""
+    from csrv2.data.catalog import get_task
+
+    test = get_task("r8").splits["test"]
+    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as f:
+        for i, text in enumerate(test.texts[:300]):
+            f.write(json.dumps({"id": f"r8-{i}", "text": text}) + "\n")
+
+
 def write_tickets_csv(folder: Path) -> None:
     """The README's own-data example needs tickets.csv (body, queue): 300 real Reuters R8 articles stand in."""
     from csrv2.data.catalog import get_task
@@ -104,6 +115,7 @@ def test_the_readme_runs_in_order(tmp_path, minilm):
         assert done.returncode == 0, f"{shlex.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
         return done.stdout
 
+    write_corpus_jsonl(tmp_path)
     for command in commands():
         if command in SETUP or command in LONG:
             continue
@@ -113,6 +125,8 @@ def test_the_readme_runs_in_order(tmp_path, minilm):
         out = run([sys.executable, "-m", "csrv2.cli", *args[1:]])
         if args[1:4] == ["train", "--config", "quickstart"]:
             assert "| r8 | classification |" in out  # the printed table
+        if args[1] == "search":
+            assert "r8-" in out  # ids of the corpus, with their scores and texts
 
     (yaml_block,) = [b for b in blocks("yaml") if "tickets" in b]
     (tmp_path / "tickets.yaml").write_text(yaml_block, encoding="utf-8")

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from csrv2.files import atomic_write, atomic_write_dir, atomic_write_json, sha256_file
+from csrv2.files import atomic_write, atomic_write_dir, atomic_write_json, check_replaceable, sha256_file
 from csrv2.head.codes import SparseCodes
 from csrv2.index.inputs import check_packed
 from csrv2.index.kernels import HAVE_NUMBA, counting_sort_packed
@@ -239,7 +239,7 @@ def build_corpus_index(
     chunks = _encode_chunks(model, texts, k, record, partial, progress, log)
     idx = np.concatenate([c[0] for c in chunks]) if len(chunks) > 1 else chunks[0][0]
     val = np.concatenate([c[1] for c in chunks]) if len(chunks) > 1 else chunks[0][1]
-    check_packed(idx, val, f"codes of {corpus}")
+    check_packed(idx, val, f"codes of {corpus}", int(model.head.hidden))
     manifest = {**record, "backend": backend, "nnz": int((val != 0).sum()), "built": time.strftime("%Y-%m-%dT%H:%M:%S")}
     del manifest["chunk_texts"]
     if backend != "sparseindex":
@@ -262,9 +262,12 @@ def build_corpus_index(
         _write_texts(tmp, texts)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
+    # Only a corpus index replaces a corpus index (its manifest marks one written before output markers existed).
+    ours = lambda folder: (folder / MANIFEST).is_file()  # noqa: E731
     if backend != "sparseindex" and manifest["uri"] == DEFAULT_URI[backend] and out.exists():
+        check_replaceable(out, "corpus index", ours)
         shutil.rmtree(out)  # overwrite: the old engine files inside the folder go too (the collection is rebuilt)
-    atomic_write_dir(out, write)
+    atomic_write_dir(out, write, kind="corpus index", legacy=ours)
     shutil.rmtree(partial, ignore_errors=True)
     log(f"indexed {len(ids)} texts at k={k} ({backend}) in {out}")
     return out

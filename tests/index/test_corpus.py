@@ -105,6 +105,7 @@ def test_build_and_search_equal_brute_force(tmp_path):
     out = build_corpus_index(model, corpus, tmp_path / "ix", run="tiny", k=3, chunk_texts=8, progress=False, log=print)
     assert sorted(p.name for p in out.iterdir()) == [
         "corpus_index.json",
+        "csrv2_output.json",  # the save marker: only a corpus index replaces this folder
         "ids.json",
         "index",
         "texts.jsonl",
