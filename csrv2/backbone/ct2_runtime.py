@@ -55,7 +55,13 @@ def convert(model: torch.nn.Module, tokenizer, folder: Path) -> Path:
         config.save_pretrained(config_dir)  # the converter picks its loader from the config's class
         converter = FromLoaded(config_dir)
         try:
-            return atomic_write_dir(folder, lambda tmp: converter.convert(str(tmp), force=True))
+            # only a CTranslate2 conversion replaces one (model.bin marks those written before output markers)
+            return atomic_write_dir(
+                folder,
+                lambda tmp: converter.convert(str(tmp), force=True),
+                kind="CTranslate2 model",
+                legacy=lambda f: (f / "model.bin").is_file(),
+            )
         except ValueError as err:
             if "No conversion is registered" not in str(err):
                 raise

@@ -6,6 +6,7 @@ import pytest
 
 from csrv2.config.run_config import Config
 from csrv2.config.strict import ConfigError, field_docs, read_yaml
+from csrv2.experiments.bench.engines import EnginesConfig
 from csrv2.experiments.bench.retrieval import BenchConfig
 from csrv2.experiments.bench.scale import ScaleConfig
 from csrv2.experiments.paper.grid import GridConfig
@@ -18,8 +19,11 @@ CONFIGS = sorted(CONFIG_ROOT.rglob("*.yaml"))
 def loader_for(path: Path):
     """Run configs load as Config; configs/<family>/ files load with their family's own strict loader."""
     family = path.relative_to(CONFIG_ROOT).parts[0]
-    if family == "bench":  # csrv2 bench's two kinds: the scale benchmark names its `stages`
-        return ScaleConfig.from_yaml if "stages" in read_yaml(path) else BenchConfig.from_yaml
+    if family == "bench":  # csrv2 bench's kinds: the scale benchmark names its `stages`, the engines one `engines`
+        raw = read_yaml(path)
+        if "stages" in raw:
+            return ScaleConfig.from_yaml
+        return EnginesConfig.from_yaml if "engines" in raw else BenchConfig.from_yaml
     if family == "paper":
         return GridConfig.from_yaml
     if family == "research":
