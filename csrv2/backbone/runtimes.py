@@ -16,6 +16,8 @@ import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from csrv2.backbone import ct2_runtime, onnx_runtime, openvino_runtime, ort_fused
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -59,8 +61,6 @@ def build(runtime: str, model, tokenizer, input_names: Sequence[str], threads: i
     """The forward of `model` (a transformers encoder on the CPU, eval mode) in `runtime` (not torch)."""
     require(runtime)
     if runtime in ("onnx", "onnx-int8"):
-        from csrv2.backbone import onnx_runtime
-
         return onnx_runtime.OnnxEncoder(model, input_names, threads=threads, int8=runtime == "onnx-int8")
     if runtime in ("onnx-fused", "ct2", "ct2-int8") and tokenizer.padding_side != "right":
         raise ValueError(
@@ -68,14 +68,8 @@ def build(runtime: str, model, tokenizer, input_names: Sequence[str], threads: i
             f"tokenizer pads on the {tokenizer.padding_side}; use backbone.runtime: torch, onnx or openvino"
         )
     if runtime == "onnx-fused":
-        from csrv2.backbone import ort_fused
-
         return ort_fused.FusedOnnxEncoder(model, input_names, threads=threads)
     if runtime in ("openvino", "openvino-bf16"):
-        from csrv2.backbone import openvino_runtime
-
         precision = "bf16" if runtime == "openvino-bf16" else "f32"
         return openvino_runtime.OpenVinoEncoder(model, input_names, threads=threads, precision=precision)
-    from csrv2.backbone import ct2_runtime
-
     return ct2_runtime.Ct2Encoder(model, tokenizer, input_names, threads=threads, int8=runtime == "ct2-int8")
