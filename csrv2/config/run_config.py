@@ -74,13 +74,15 @@ class BackboneConfig:
     runtime: Literal["torch", "onnx", "onnx-fused", "onnx-int8", "openvino", "openvino-bf16", "ct2", "ct2-int8"] = (
         "torch"
     )
-    """Text backbones on CPU: torch runs the transformers model; onnx exports it once to ONNX (cached under
-    $CSRV2_HOME/onnx/, keyed by its weights) and runs it with onnxruntime (pip install 'csrv2[onnx]'). Both give the
-    same embeddings within 1e-5 per coordinate. On the 2-core machine here onnx ran at 0.71× torch's speed
-    (docs/benchmarks.md, "Embedding speed"): measure before choosing it. onnx-int8 runs that export with its MatMul
-    weights dynamically quantised to int8 (cached beside it): 1.1–1.2× torch's speed here but not exact (cosine
-    to torch's embedding 0.99 on average, ≥ 0.96 per text; on four tasks within 0.4 points of torch's scores, the
-    table in the same section)."""
+    """Where a text backbone's forward runs. torch: the transformers model, on CPU or GPU. Every other runtime runs on
+    the CPU from a file converted once from the loaded model, cached under $CSRV2_HOME/onnx/ and keyed by its weights
+    (csrv2.backbone.runtimes). Exact (torch's embeddings within 1e-5 per coordinate): onnx (onnxruntime; pip install
+    'csrv2[onnx]'), onnx-fused (onnxruntime's BERT fusions, BERT-like encoders), openvino (OpenVINO at f32;
+    'csrv2[openvino]'), ct2 (CTranslate2; 'csrv2[ct2]'). Not exact, faster: openvino-bf16 (bf16 matrix products on
+    CPUs with AMX / AVX-512 BF16, f32 elsewhere; cosine to torch ≥ 0.9999, scores within 0.2 points), ct2-int8 and
+    onnx-int8 (int8 weights; cosine ≥ 0.96, scores within 0.4 points). On the busy 2-core machine here the exact
+    ones ran at 0.5–1.7× torch's texts/s depending on text length and batch, openvino-bf16 at 3.0–4.5×
+    (docs/benchmarks.md, "Embedding speed on the CPU"): measure on yours with scripts/bench_embed.py."""
     batch_order: Literal["chars", "tokens"] = "chars"
     """How texts are grouped into batches, longest first: by characters, or by token count after truncation. tokens
     pads less (R8: 3.6 % padding instead of 19.9 %, 15 % more texts/s) but moves embeddings by up to ~2e-7, which
