@@ -335,8 +335,8 @@ def format(result: dict) -> str:
         "| torch texts/s | " + " | ".join(f"{c['paths']['torch']['texts_per_s']:.0f}" for c in cells) + " | | |"
     )
     lines.append(
-        "| tokenize only, × torch | "
-        + " | ".join(f"{c['paths']['tokenize']['over_torch']:.1f}" for c in cells)
+        "| tokenizing, share of torch's time | "
+        + " | ".join(f"{100 / c['paths']['tokenize']['over_torch']:.1f} %" for c in cells)
         + " | | |"
     )
     lines.append("| load average (1 min) before | " + " | ".join(c["load_before"].split()[0] for c in cells) + " | | |")
