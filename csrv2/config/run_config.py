@@ -80,8 +80,8 @@ class BackboneConfig:
     'csrv2[onnx]'), onnx-fused (onnxruntime's BERT fusions, BERT-like encoders), openvino (OpenVINO at f32;
     'csrv2[openvino]'), ct2 (CTranslate2; 'csrv2[ct2]'). Not exact, faster: openvino-bf16 (bf16 matrix products on
     CPUs with AMX / AVX-512 BF16, f32 elsewhere; cosine to torch ≥ 0.9999, scores within 0.2 points), ct2-int8 and
-    onnx-int8 (int8 weights; cosine ≥ 0.96, scores within 0.4 points). On the busy 2-core machine here the exact
-    ones ran at 0.5–1.7× torch's texts/s depending on text length and batch, openvino-bf16 at 3.0–4.5×
+    onnx-int8 (int8 weights; cosine ≥ 0.96, scores within 0.4 points). On the 2-core machine here (1 thread) the exact
+    ones ran at 0.8–1.3× torch's texts/s depending on text length and batch, openvino-bf16 at 2.9–3.7×
     (docs/benchmarks.md, "Embedding speed on the CPU"): measure on yours with scripts/bench_embed.py."""
     batch_order: Literal["chars", "tokens"] = "chars"
     """How texts are grouped into batches, longest first: by characters, or by token count after truncation. tokens
