@@ -118,7 +118,7 @@ def test_train_records_its_command_in_run_json_and_the_model_card(tmp_path, caps
 def backbone_load_errors():
     """What loading a backbone raises when the model cannot be had: (id, exception), each built without a network."""
     errors = [
-        ("permission", PermissionError(13, "Permission denied", "/models/e5/config.json")),
+        ("permission", PermissionError(13, "Permission denied", "models/e5/config.json")),
         ("oserror", OSError("backbone.name='x/y': loading it from the hub failed: not a valid model identifier")),
         ("connection", ConnectionError("Couldn't reach 'r8' on the Hub (LocalEntryNotFoundError)")),
         ("extra", ImportError("backbone.runtime=onnx (and onnx-int8) needs onnxruntime: pip install 'csrv2[onnx]'")),
