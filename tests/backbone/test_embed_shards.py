@@ -17,7 +17,8 @@ from csrv2.distributed import World
 DRIVER = """
 import hashlib, os, sys
 import numpy as np
-from csrv2 import cli, embeddings
+from csrv2 import cli
+from csrv2.backbone import embeddings
 
 class TextHash:
     def encode(self, texts, kind="document"):
