@@ -170,7 +170,7 @@ class SparseHead(nn.Module):
         target (B, d): what the reconstructions aim at; default x. A finetuned backbone passes x.detach()
             so the reconstruction pulls the head towards the backbone, never the backbone towards the head.
         auxk_loss(aux_recon (B, d), residual (B, d)) → scalar: the AuxK normaliser; under torchrun the trainer
-            passes one computed over the global batch (csrv2.distributed.auxk_loss_across_ranks).
+            passes one computed over the global batch (csrv2.train.objectives.auxk_loss_across_ranks).
         """
         k = self._check_k(self.k if k is None else k)
         target = x if target is None else target
