@@ -32,13 +32,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import scipy.sparse
 import torch
 
 from csrv2.head.codes import SparseCodes
-from csrv2.index.inputs import as_packed
+from csrv2.index.vector_db import Codes, packed_codes, ranked
 
-Codes = SparseCodes | scipy.sparse.spmatrix
 INDEX_TYPES = ("SPARSE_INVERTED_INDEX", "SPARSE_WAND")
 MAX_LIMIT = 16384  # Milvus' largest topk / nq per search
 
@@ -125,7 +123,7 @@ class MilvusSparse:
 
         ids: distinct ints (≥ 0) or strings, as the collection's id_type; default the row numbers 0 … N-1. An existing
         id is replaced (Milvus' upsert). payloads: one dict (or None) per row; its keys become filterable fields."""
-        idx, val = self._packed(codes, "MilvusSparse.upsert(codes)")
+        idx, val = packed_codes(self, codes, "MilvusSparse.upsert(codes)")
         n = idx.shape[0]
         strings = self._ids_are_strings()
         ids = np.arange(n, dtype=np.int64) if ids is None and not strings else checked_ids(ids, n, strings)
@@ -178,17 +176,13 @@ class MilvusSparse:
         whose tie group at the cut runs past the answer)."""
         if not isinstance(top, int | np.integer) or not 1 <= top <= MAX_LIMIT:
             raise ValueError(f"MilvusSparse.search: top must be an int in [1, {MAX_LIMIT}], got {top!r}")
-        idx, val = self._packed(queries, "MilvusSparse.search(queries)")
+        idx, val = packed_codes(self, queries, "MilvusSparse.search(queries)")
         strings = self._ids_are_strings()
         expression = filter_expression(filter)
-        n_q = idx.shape[0]
-        out_s = np.full((n_q, top), -np.inf, np.float32)
-        out_i = np.full((n_q, top), None, object) if strings else np.full((n_q, top), -1, np.int64)
-        vectors = [sparse_dict(idx[q], val[q]) for q in range(n_q)]
-        todo = [q for q in range(n_q) if vectors[q]]  # a query without active latents matches nothing
-        limit = min(2 * top, MAX_LIMIT) if exact_ties else top
+        vectors = [sparse_dict(idx[q], val[q]) for q in range(idx.shape[0])]
         params = {"metric_type": "IP", "params": {"drop_ratio_search": 0.0}}
-        while todo:
+
+        def ask(todo: list[int], limit: int) -> list[tuple[np.ndarray, list]]:
             found = []
             for start in range(0, len(todo), batch):
                 found += self.client.search(
@@ -200,30 +194,13 @@ class MilvusSparse:
                     search_params=params,
                     output_fields=[],
                 )
-            again = []
-            for q, hits in zip(todo, found):
-                scores = np.array([h["distance"] for h in hits], np.float32)
-                tie_past = exact_ties and len(hits) == limit and scores[top - 1] <= scores[-1] and limit < MAX_LIMIT
-                if tie_past:
-                    again.append(q)  # the top-th score ties with the last returned: lower ids may be missing
-                    continue
-                keys = [h["id"] for h in hits]
-                order = sorted(range(len(hits)), key=lambda j: (-scores[j], keys[j]))[:top]
-                out_s[q, : len(order)] = scores[order]
-                out_i[q, : len(order)] = [keys[j] for j in order]
-            todo, limit = again, min(4 * limit, MAX_LIMIT)
+            return [(np.array([h["distance"] for h in hits], np.float32), [h["id"] for h in hits]) for hits in found]
+
+        todo = [q for q in range(len(vectors)) if vectors[q]]  # a query without active latents matches nothing
+        out_s, out_i = ranked(ask, todo, len(vectors), top, exact_ties, max_limit=MAX_LIMIT, string_ids=strings)
         if isinstance(queries, SparseCodes) and not strings:
             return torch.from_numpy(out_s), torch.from_numpy(out_i)
         return out_s, out_i
-
-    def _packed(self, codes: Codes, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """(R, k) int64 latents and float32 values, checked as SparseIndex checks them; sets dim when unknown."""
-        if self.dim is None:
-            if isinstance(codes, SparseCodes):
-                self.dim = codes.dim
-            elif scipy.sparse.issparse(codes):
-                self.dim = codes.shape[1]
-        return as_packed(codes, self.dim if self.dim is not None else 0, name)
 
 
 def sparse_dict(idx: np.ndarray, val: np.ndarray) -> dict[int, float]:

@@ -38,13 +38,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import scipy.sparse
 import torch
 
 from csrv2.head.codes import SparseCodes
 from csrv2.index.inputs import as_packed
-
-Codes = SparseCodes | scipy.sparse.spmatrix
+from csrv2.index.vector_db import Codes, packed_codes, ranked
 
 
 def _models():
@@ -126,7 +124,7 @@ class QdrantSparse:
         the ids (N,) int64. ids default to the row numbers 0 … N-1, so a second upsert without ids overwrites
         those points: pass ids (distinct non-negative ints) to add more. An existing id is replaced (Qdrant's
         upsert). payloads: one dict (or None) per row, stored with the point."""
-        idx, val = self._packed(codes, "QdrantSparse.upsert(codes)")
+        idx, val = packed_codes(self, codes, "QdrantSparse.upsert(codes)")
         n = idx.shape[0]
         ids = np.arange(n, dtype=np.int64) if ids is None else _checked_ids(ids, n)
         if payloads is not None and len(payloads) != n:
@@ -149,7 +147,7 @@ class QdrantSparse:
     def set_vectors(self, codes: Codes, ids: Sequence[int] | np.ndarray, batch: int = 1024) -> np.ndarray:
         """Write the csrv2 vector of existing points (N, k) codes → ids (N,), keeping their other vectors and their
         payloads (Qdrant's update_vectors; an id without a point is an error from Qdrant). Returns the ids."""
-        idx, val = self._packed(codes, "QdrantSparse.set_vectors(codes)")
+        idx, val = packed_codes(self, codes, "QdrantSparse.set_vectors(codes)")
         n = idx.shape[0]
         ids = _checked_ids(ids, n)
         if not isinstance(batch, int | np.integer) or batch < 1:
@@ -197,16 +195,12 @@ class QdrantSparse:
         tie)."""
         if not isinstance(top, int | np.integer) or top < 1:
             raise ValueError(f"QdrantSparse.search: top must be a positive int, got {top!r}")
-        idx, val = self._packed(queries, "QdrantSparse.search(queries)")
-        n_q = idx.shape[0]
-        out_s = np.full((n_q, top), -np.inf, np.float32)
-        out_i = np.full((n_q, top), -1, np.int64)
+        idx, val = packed_codes(self, queries, "QdrantSparse.search(queries)")
         models = _models()
         condition = payload_filter(filter)
-        vectors = [_sparse_vector(models, idx[q], val[q]) for q in range(n_q)]
-        todo = [q for q in range(n_q) if vectors[q].indices]  # a query without active latents matches nothing
-        limit = 2 * top if exact_ties else top
-        while todo:
+        vectors = [_sparse_vector(models, idx[q], val[q]) for q in range(idx.shape[0])]
+
+        def ask(todo: list[int], limit: int) -> list[tuple[np.ndarray, list[int]]]:
             found = []
             for start in range(0, len(todo), batch):
                 requests = [
@@ -221,29 +215,15 @@ class QdrantSparse:
                     for q in todo[start : start + batch]
                 ]
                 found += self.client.query_batch_points(self.collection, requests=requests)
-            again = []
-            for q, response in zip(todo, found):
-                points = response.points
-                scores = np.array([p.score for p in points], np.float32)
-                if exact_ties and len(points) == limit and scores[top - 1] <= scores[-1]:
-                    again.append(q)  # the top-th score ties with the last returned: lower ids may be missing
-                    continue
-                ids = np.array([_point_id(p.id) for p in points], np.int64)
-                order = np.lexsort((ids, -scores))[:top]  # score descending, then lower id
-                out_s[q, : len(order)], out_i[q, : len(order)] = scores[order], ids[order]
-            todo, limit = again, 4 * limit
+            return [
+                (np.array([p.score for p in r.points], np.float32), [_point_id(p.id) for p in r.points]) for r in found
+            ]
+
+        todo = [q for q in range(len(vectors)) if vectors[q].indices]  # a query without active latents matches nothing
+        out_s, out_i = ranked(ask, todo, len(vectors), top, exact_ties)
         if isinstance(queries, SparseCodes):
             return torch.from_numpy(out_s), torch.from_numpy(out_i)
         return out_s, out_i
-
-    def _packed(self, codes: Codes, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """(R, k) int64 latents and float32 values, checked as SparseIndex checks them; sets dim when unknown."""
-        if self.dim is None:
-            if isinstance(codes, SparseCodes):
-                self.dim = codes.dim
-            elif scipy.sparse.issparse(codes):
-                self.dim = codes.shape[1]
-        return as_packed(codes, self.dim if self.dim is not None else 0, name)
 
 
 def to_sparse_vectors(codes: Codes, dim: int | None = None) -> list:

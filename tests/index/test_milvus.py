@@ -15,14 +15,13 @@ from csrv2.head.codes import SparseCodes
 from csrv2.index.corpus import CorpusIndex, build_corpus_index
 from csrv2.index.milvus import MilvusSparse, filter_expression
 from csrv2.index.sparse_index import SparseIndex
+from tests.index.helpers import N_QUERIES, N_TWICE, codes_of, random_codes
 from tests.index.test_corpus import TinyModel, corpus_records, write_jsonl
 
 pymilvus = pytest.importorskip(
     "pymilvus", reason="needs pymilvus 2.5 and milvus-lite 2.5 (pip install 'csrv2[milvus]')"
 )
 pytest.importorskip("milvus_lite", reason="needs milvus-lite 2.5, the engine's wheel (pip install 'csrv2[milvus]')")
-
-N_REAL, N_QUERIES, N_TWICE = 10_000, 20, 500
 
 
 @pytest.fixture(scope="module")
@@ -42,38 +41,10 @@ def store(client, dim: int, **options) -> MilvusSparse:
     return out
 
 
-def codes_of(idx, val, dim: int) -> SparseCodes:
-    return SparseCodes(torch.as_tensor(idx, dtype=torch.int64), torch.as_tensor(val, dtype=torch.float32), dim)
-
-
-def random_codes(rng, n: int, dim: int, k: int) -> SparseCodes:
-    idx = np.stack([rng.choice(dim, k, replace=False) for _ in range(n)])
-    return codes_of(idx, rng.uniform(0.1, 1, (n, k)), dim).normalized()
-
-
 # -- real codes: SparseIndex's answers -----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def real_embeddings(shared_data, minilm):
-    """The StackOverflow titles tests/index/test_qdrant.py embeds (the same cache entry: embedded once)."""
-    from csrv2.backbone.embeddings import embed_texts
-    from csrv2.config.run_config import BackboneConfig
-
-    path = shared_data / "clustering" / "stc2-stackoverflow" / "texts.jsonl"
-    texts: dict[str, None] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            text = " ".join(json.loads(line)["text"].split())
-            if text:
-                texts.setdefault(text)
-            if len(texts) == N_QUERIES + N_REAL:
-                break
-    cfg = BackboneConfig(device="cpu", max_length=64)
-    return torch.from_numpy(np.array(embed_texts(cfg, list(texts), key="vectordb/stackoverflow")))
-
-
 @pytest.mark.parametrize("index_type", ["SPARSE_INVERTED_INDEX", "SPARSE_WAND"])
 @pytest.mark.parametrize("k", [2, 8])
-def test_milvus_equals_sparse_index_on_real_codes(client, real_embeddings, k, index_type):
+def test_milvus_equals_sparse_index_on_real_codes(client, stackoverflow_embeddings, k, index_type):
     """Top-10 over 10.5k real codes (500 stored twice: exact ties): with exact_ties the ids are SparseIndex's and the
     scores equal to float32 rounding, wherever Milvus has 10 documents sharing a latent (else it pads)."""
     from csrv2.head.sparse_head import SparseHead
@@ -81,7 +52,7 @@ def test_milvus_equals_sparse_index_on_real_codes(client, real_embeddings, k, in
     torch.manual_seed(k)
     head = SparseHead(384, 1536, k)
     with torch.no_grad():
-        codes = head.encode(real_embeddings, k=k).normalized()
+        codes = head.encode(stackoverflow_embeddings, k=k).normalized()
     db = SparseCodes.cat([codes[N_QUERIES:], codes[N_QUERIES : N_QUERIES + N_TWICE]])
     queries = SparseCodes.cat([codes[:N_QUERIES], db[:6]])
     milvus = store(client, 1536, index_type=index_type)

@@ -3,23 +3,18 @@ and the conventions of upsert / search (padding, ids, payloads, ties, refusals) 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import scipy.sparse
 import torch
 
-from csrv2.backbone.embeddings import embed_texts
-from csrv2.config.run_config import BackboneConfig
 from csrv2.head.codes import SparseCodes
 from csrv2.head.sparse_head import SparseHead
 from csrv2.index.qdrant import QdrantSparse, to_sparse_vectors
 from csrv2.index.sparse_index import SparseIndex
+from tests.index.helpers import N_QUERIES, N_TWICE, codes_of, random_codes
 
 qdrant_client = pytest.importorskip("qdrant_client", reason="needs qdrant-client (pip install 'csrv2[qdrant]')")
-
-N_REAL, N_QUERIES, N_TWICE = 10_000, 20, 500  # database texts, held-out query texts, database rows stored twice
 
 
 def store(dim: int, name: str = "t") -> QdrantSparse:
@@ -28,35 +23,9 @@ def store(dim: int, name: str = "t") -> QdrantSparse:
     return out
 
 
-def codes_of(idx, val, dim: int) -> SparseCodes:
-    return SparseCodes(torch.as_tensor(idx, dtype=torch.int64), torch.as_tensor(val, dtype=torch.float32), dim)
-
-
-def random_codes(rng, n: int, dim: int, k: int) -> SparseCodes:
-    idx = np.stack([rng.choice(dim, k, replace=False) for _ in range(n)])
-    return codes_of(idx, rng.uniform(0.1, 1, (n, k)), dim).normalized()
-
-
 # -- real codes: exactly SparseIndex's answers ------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def real_embeddings(shared_data, minilm):
-    """(N_QUERIES + N_REAL, 384) all-MiniLM-L6-v2 embeddings of the first unique StackOverflow titles of the shared
-    data folder (embedded once, ~2 min on 2 cores, then read from the test home's embedding cache)."""
-    path = shared_data / "clustering" / "stc2-stackoverflow" / "texts.jsonl"
-    texts: dict[str, None] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            text = " ".join(json.loads(line)["text"].split())
-            if text:
-                texts.setdefault(text)
-            if len(texts) == N_QUERIES + N_REAL:
-                break
-    cfg = BackboneConfig(device="cpu", max_length=64)  # titles: 64 tokens hold them all
-    return torch.from_numpy(np.array(embed_texts(cfg, list(texts), key="vectordb/stackoverflow")))
-
-
 @pytest.mark.parametrize("k", [2, 8])
-def test_qdrant_equals_sparse_index_on_real_codes(real_embeddings, k):
+def test_qdrant_equals_sparse_index_on_real_codes(stackoverflow_embeddings, k):
     """Top-10 of 10k real codes (a random SparseHead over MiniLM embeddings; 500 rows stored twice add exact ties):
     Qdrant's scores equal SparseIndex's to float32 rounding and each returned id has the score it is listed with
     (ids may differ only inside a tie group at the cut); with exact_ties=True the ids are SparseIndex's exactly.
@@ -64,7 +33,7 @@ def test_qdrant_equals_sparse_index_on_real_codes(real_embeddings, k):
     torch.manual_seed(k)
     head = SparseHead(384, 1536, k)
     with torch.no_grad():
-        codes = head.encode(real_embeddings, k=k).normalized()
+        codes = head.encode(stackoverflow_embeddings, k=k).normalized()
     db = SparseCodes.cat([codes[N_QUERIES:], codes[N_QUERIES : N_QUERIES + N_TWICE]])  # (10,500, k)
     queries = SparseCodes.cat([codes[:N_QUERIES], db[:6]])  # held-out texts, and 6 rows the database holds twice
     qdrant = store(1536)
