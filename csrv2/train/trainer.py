@@ -27,7 +27,7 @@ from csrv2 import distributed
 from csrv2.backbone.trainable import autocast, trainable_backbone
 from csrv2.config.run_config import Config, ConfigError, strict
 from csrv2.data.prepare import TrainingData
-from csrv2.data.stacked_rows import StackedRows, row_blocks
+from csrv2.data.stacked_rows import StackedRows, row_blocks, take_rows
 from csrv2.files import atomic_write_json, atomic_write_text, replace_files_into
 from csrv2.head.baselines import MRL_DIMS, MRLHead
 from csrv2.head.k_annealing import KAnnealing
@@ -238,7 +238,7 @@ class Trainer:
             """rows (b,) → x (b, d), reconstruction target (b, d) or None (= x), labels (b,) or None."""
             y = None if labels is None else torch.from_numpy(labels[rows]).to(self.device)
             if backbone is None:
-                x = torch.from_numpy(np.asarray(source[rows], dtype=np.float32)).to(self.device)
+                x = torch.from_numpy(np.asarray(take_rows(source, rows), dtype=np.float32)).to(self.device)
                 return x, None, y
             with autocast(self.device, t.bf16):
                 batch = source[rows] if isinstance(source, np.ndarray) else [source[i] for i in rows]

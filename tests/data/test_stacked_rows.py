@@ -96,3 +96,31 @@ def test_unit_norms_of_the_sampled_rows_come_from_the_blocks(tmp_path, monkeypat
     unsampled = x.copy()
     unsampled[7] *= 3
     check_arrays(unsampled, None, "data.embeddings", unit_rows=True)  # row 7 is not in the sample
+
+
+@pytest.mark.parametrize("dtype", ["<f4", ">f8", "<f2"])
+def test_take_rows_reads_a_memory_map_with_file_reads_and_gives_its_rows(tmp_path, dtype, monkeypatch):
+    """take_rows of a whole-file map (any dtype and byte order) equals indexing it: rows in any order, repeated, none;
+    it reads through positioned file reads (one per row, after one WILLNEED hint per row), never through the map.
+    A view, an ndarray and StackedRows are indexed as they are; a row out of range and a truncated file are named."""
+    x = np.random.default_rng(3).standard_normal((40, 7)).astype(dtype)
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    hints, reads = [], []
+    real_fadvise, real_preadv = stacked_rows.os.posix_fadvise, stacked_rows.os.preadv
+    monkeypatch.setattr(stacked_rows.os, "posix_fadvise", lambda *a: hints.append(a) or real_fadvise(*a))
+    monkeypatch.setattr(stacked_rows.os, "preadv", lambda *a: reads.append(a) or real_preadv(*a))
+    for rows in (np.array([39, 0, 5, 5, 17]), np.arange(40), np.array([], dtype=np.int64)):
+        got = stacked_rows.take_rows(mapped, rows)
+        assert got.dtype == x.dtype and got.shape == (len(rows), 7)
+        np.testing.assert_array_equal(got, x[rows])
+    assert len(hints) == len(reads) == 5 + 40
+    for source in (mapped[2:], x, StackedRows([x, mapped])):
+        np.testing.assert_array_equal(stacked_rows.take_rows(source, np.array([1, 3])), np.asarray(source)[[1, 3]])
+    with pytest.raises(IndexError, match="row 40 is out of range for 40 rows"):
+        stacked_rows.take_rows(mapped, np.array([3, 40]))
+    header = mapped.offset
+    with open(tmp_path / "x.npy", "r+b") as handle:
+        handle.truncate(header + 10 * 7 * x.dtype.itemsize + 3)  # rows 0-9 whole, row 10 cut
+    with pytest.raises(ValueError, match=r"x\.npy: file ends inside row 10"):
+        stacked_rows.take_rows(mapped, np.array([2, 10]))
