@@ -108,8 +108,8 @@ def take_rows(x, rows: np.ndarray) -> np.ndarray:
 
     A whole-file memory map is read with one WILLNEED hint per row and then one positioned read per row: the hints
     let the kernel fetch every row of the batch at once, where reads through the map fault the rows in one after
-    another (and map whole folios into this process). A random batch of 128 rows from a file not in the page cache:
-    2.1 ms instead of 17 ms here; from the page cache both cost ~0.6 ms (docs/benchmarks.md, scripts/bench_row_reads.py)."""
+    another (and map whole folios into this process). A random batch of 128 rows from a 4.3 GiB file not in the page
+    cache: 2.5 ms instead of 20 ms here; from the page cache both cost 0.5-0.6 ms (scripts/bench_row_reads.py)."""
     if isinstance(x, StackedRows) or not (_is_whole_file_map(x) and _HAS_FILE_HINTS):
         return x[rows]
     rows = np.asarray(rows, dtype=np.int64)
