@@ -106,10 +106,14 @@ class DataConfig:
     """Train one head on the train splits of several tasks (instead of data.task). Each task's labels keep their own
     namespace (class 3 of one task is no positive of class 3 of another); batches mix the tasks."""
     max_per_task: int = 8000
-    """Rows drawn (seed 0, so every run shares the cache) from each data.mixture and data.unlabeled task; 0 → all."""
+    """Rows drawn (seed 0, so every run shares the cache) from each data.mixture task (and data.unlabeled task,
+    unless data.max_unlabeled_per_task says otherwise); 0 → all."""
     unlabeled: list[str] = field(default_factory=list)
     """Tasks whose train-split texts (retrieval: and corpus) are added without labels: each row is a class of its
     own, a negative for every other row. Texts already in the labelled rows are not added twice."""
+    max_unlabeled_per_task: int | None = None
+    """Rows drawn (seed 1) from each data.unlabeled task, before texts already present are dropped; None → as
+    data.max_per_task, 0 → all (more text than the labelled mixture holds, e.g. a task's whole train split)."""
 
 
 @dataclass
@@ -289,6 +293,7 @@ class Config:
             "head.dead_window_firings": h.dead_window_firings,
             "head.balance_rate": h.balance_rate,
             "data.max_per_task": self.data.max_per_task,
+            "data.max_unlabeled_per_task": self.data.max_unlabeled_per_task or 0,  # None: as data.max_per_task
             "train.uniformity_coef": t.uniformity_coef,
             "train.distill_coef": t.distill_coef,
             "train.distill_temperature": t.distill_temperature,

@@ -156,8 +156,9 @@ def mixture_training_data(config: Config) -> TrainingData:
 
     Labelled rows: each task's train-split examples, at most data.max_per_task drawn with seed 0 (the draw the grid
     and `csrv2 data` cache), labels shifted past the previous task's so every task keeps its own classes.
-    Unlabelled rows: each data.unlabeled task's examples drawn with seed 1 (a task in both adds its other rows),
-    minus texts already present; every one a class of its own, marked in `unlabeled`.
+    Unlabelled rows: each data.unlabeled task's examples, at most data.max_unlabeled_per_task (default: as
+    data.max_per_task) drawn with seed 1 (a task in both adds its other rows), minus texts already present; every one
+    a class of its own, marked in `unlabeled`.
     """
     data = config.data
     if config.backbone.kind == "vision":
@@ -174,9 +175,10 @@ def mixture_training_data(config: Config) -> TrainingData:
         next_label = int(labels[-1].max()) + 1
         texts += part.inputs
     n_labeled, seen = len(texts), set(texts)
+    unlabeled_cap = data.max_per_task if data.max_unlabeled_per_task is None else data.max_unlabeled_per_task
     for name in data.unlabeled:
         task = get_task(name, data.tasks)
-        part = task_training_data(task, config, data.max_per_task, np.random.default_rng(1), exclude=seen)
+        part = task_training_data(task, config, unlabeled_cap, np.random.default_rng(1), exclude=seen)
         if part is None:  # every text of the draw is trained on already
             continue
         seen.update(part.inputs)

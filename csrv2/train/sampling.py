@@ -22,8 +22,12 @@ def class_aware_batches(
     """
     rng = np.random.default_rng([seed, epoch])
     groups: list[np.ndarray] = []
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
+    # each class's rows in ascending order, classes ascending: one sort, not a scan of all N rows per class (with
+    # data.unlabeled every unlabelled row is a class of its own, so C can be ~N)
+    by_class = np.argsort(labels, kind="stable")
+    starts = np.flatnonzero(np.r_[True, labels[by_class][1:] != labels[by_class][:-1]])
+    for members in np.split(by_class, starts[1:]):
+        members = rng.permutation(members)
         cut = [members[i : i + samples_per_class] for i in range(0, len(members), samples_per_class)]
         if len(cut) > 1 and len(cut[-1]) == 1:
             last = cut.pop()

@@ -118,6 +118,16 @@ def test_a_mixture_keeps_each_tasks_classes_apart_and_adds_unlabelled_rows_once(
     assert data.unlabeled.tolist() == [False] * 22 + [True] * len(extra)
     assert sorted(data.labels[22:]) == list(range(5, 5 + len(extra)))  # one class each
     assert "data.unlabeled (b)" in data.source
+    # data.max_unlabeled_per_task: the unlabelled draw has a cap of its own; 0 → every other row of b
+    every = {"mixture": ["a", "b"], "unlabeled": ["b"], "tasks": tasks, "max_per_task": 12, "max_unlabeled_per_task": 0}
+    data = prepare.training_data(Config.from_dict({"data": every}))
+    assert len(data) == 10 + 30 and sorted(data.inputs[22:]) == sorted(
+        set(b_task.training_examples("train").texts) - set(data.inputs[10:22])
+    )
+    few = prepare.training_data(Config.from_dict({"data": {**every, "max_unlabeled_per_task": 14}}))
+    assert len(few) == 22 + len(set(few.inputs[22:])) and 0 < len(few) - 22 <= 14
+    with pytest.raises(ConfigError, match="data.max_unlabeled_per_task"):
+        Config.from_dict({"data": {**every, "max_unlabeled_per_task": -1}})
     b_all = {"data": {"mixture": ["b"], "unlabeled": ["b"], "tasks": tasks, "max_per_task": 0}}
     data = prepare.training_data(Config.from_dict(b_all))  # the labelled rows hold every text: nothing to add
     assert len(data) == 30 and not data.unlabeled.any()
