@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from csrv2.cli import find_config
 from csrv2.data.tasks import ROLES
 from csrv2.experiments.research.folds import FoldsConfig, prepare_fold_task
 from csrv2.head.sparse_head import SparseHead
@@ -119,8 +120,6 @@ def _tau(t: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from csrv2.cli import find_config
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config", required=True, help="the fold run's config (a YAML path or a shipped name)")
     p.add_argument("--arm", required=True, help="the arm whose heads are read (in the config's heads_dir)")
