@@ -281,7 +281,10 @@ class EmbeddedTask:
         if missing:
             raise ValueError(f"task {self.name!r} ({self.type}) lacks embedding roles {missing}")
 
+    def rows(self) -> np.ndarray:
+        """(N, d) float64: every row the task encodes, its roles stacked in ROLES order."""
+        return np.concatenate([np.asarray(self.arrays[role], dtype=np.float64) for role in ROLES[self.type]])
+
     def mean(self) -> np.ndarray:
         """(d,) float64 mean of every row the task encodes (every role): what test-time centering moves b_pre to."""
-        rows = [np.asarray(self.arrays[role], dtype=np.float64) for role in ROLES[self.type]]
-        return np.concatenate(rows).mean(0)
+        return self.rows().mean(0)

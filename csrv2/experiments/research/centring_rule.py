@@ -27,7 +27,6 @@ import torch
 from scipy.stats import spearmanr
 
 from csrv2.cli import find_config
-from csrv2.data.tasks import ROLES
 from csrv2.experiments.research.folds import FoldsConfig, prepare_fold_task
 from csrv2.head.sparse_head import SparseHead
 
@@ -54,23 +53,26 @@ def scores_of(path: str | Path, arm: str, seed: int, k: int) -> dict[tuple[str, 
 
 def task_rows(cfg: FoldsConfig, arm: str, seed: int, trained: dict, centred: dict) -> list[dict]:
     """One row per (training fold, task) scored both ways: fold, task, type, held_out, distance, trained, centred."""
+    scored = {name for (_, name) in trained.keys() & centred.keys()}
+    tasks = {
+        name: prepare_fold_task(name, cfg).task for names in cfg.folds.values() for name in names if name in scored
+    }
     out = []
     for fold in cfg.train_folds or list(cfg.folds):
         head = SparseHead.from_pretrained(cfg.heads() / arm / fold / f"seed{seed}")
         b_pre = head.b_pre.detach().double().numpy()
-        for home, tasks in cfg.folds.items():
-            for name in tasks:
+        for home, names in cfg.folds.items():
+            for name in names:
                 if (fold, name) not in trained or (fold, name) not in centred:
                     continue
-                task = prepare_fold_task(name, cfg).task
-                rows = np.concatenate([np.asarray(task.arrays[role]) for role in ROLES[task.type]])  # as task.mean()
+                task = tasks[name]
                 out.append(
                     {
                         "fold": fold,
                         "task": name,
                         "type": task.type,
                         "held_out": home != fold,
-                        "distance": relative_distance(rows, b_pre),
+                        "distance": relative_distance(task.rows(), b_pre),
                         "trained": trained[fold, name],
                         "centred": centred[fold, name],
                     }
